@@ -23,6 +23,147 @@ def fpe():
     """
 
 
+# ---------------------------------------------------------------- shared options
+def seed_option(f):
+    return click.option("--seed", type=int, default=0, show_default=True,
+                        help="The one seed every random stream (data, init, shuffling, splits) derives from.")(f)
+
+
+def out_option(default):
+    return click.option("--out", "out_dir", type=click.Path(file_okay=False), default=default, show_default=True,
+                        help="Directory for the results (same layout as results/).")
+
+
+def train_options(f):
+    """Alg. A3 / A.3.1 hyper-parameters, shared by every command that trains."""
+    opts = [
+        click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate eta (A.3.1)."),
+        click.option("--batch-size", type=int, default=500, show_default=True, help="Batch size B (A.3.1)."),
+        click.option("--l1", type=float, default=1e-7, show_default=True, help="lambda_1: L1 penalty on W1 (A.3.1)."),
+        click.option("--l2", type=float, default=1e-5, show_default=True,
+                     help="lambda_2: sum-of-squares penalty on all parameters (A.3.1)."),
+        click.option("--orth", type=float, default=0.0, show_default=True,
+                     help="lambda_orth: ||W1 W1^T - I||_F^2 penalty (Alg. A3 line 17; 0 in the paper's runs)."),
+        click.option("--warmup", type=click.Choice(["lr", "penalty", "none"]), default="lr", show_default=True,
+                     help="What Alg. A3's ratio r = min(1, e/W) scales: the learning rate, the penalties, or nothing."),
+        click.option("--warmup-epochs", type=int, default=1000, show_default=True, help="W in r = min(1, e/W)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs, epochs=1):
+    from fpe_ref.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, warmup_epochs=warmup_epochs, warmup=warmup, batch_size=batch_size,
+                       lr=lr, l1=l1, l2=l2, orth=orth)
+
+
+# ---------------------------------------------------------------- fpe reproduce
+@fpe.group()
+def reproduce():
+    """Reproduce the paper's experiments on CPU; results go to results/ (or --out)."""
+
+
+@reproduce.command("case-study")
+@click.option("--quick", is_flag=True, help="A small version (fewer epochs, trials and samples) that runs in seconds.")
+@click.option("--trials", type=int, default=None, help="Trials T (default 5; --quick: 3).")
+@click.option("--dense-epochs", type=int, default=None, help="Dense pre-training epochs (default 1000; --quick: 150).")
+@click.option("--fpe-epochs", type=int, default=None,
+              help="Epochs after the split, for all three models (default 1000; --quick: 150).")
+@click.option("--n-samples", type=int, default=None,
+              help="Data set size, train + test (default 10000; --quick: 4000). The paper does not state it.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="Share of the samples held out for testing. The paper does not state it.")
+@click.option("--alpha", type=int, default=2, show_default=True, help="Expansion factor alpha.")
+@click.option("--hidden", type=int, default=8, show_default=True, help="Neurons h of the dense parent.")
+@click.option("--literals", "m", type=int, default=32, show_default=True, help="Literals m (clauses C = m / k).")
+@click.option("--k", type=int, default=4, show_default=True, help="Literals per clause.")
+@click.option("--carry-optimizer", is_flag=True,
+              help="Carry Adam's moments through the split child by child (default: a fresh Adam for all three models).")
+@seed_option
+@train_options
+@out_option("results/case_study")
+def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, alpha, hidden, m, k,
+                   carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, out_dir):
+    """Sec. 3.1: dense vs clause-split vs random-split FPE on the 8-clause, 4-literal DNF.
+
+    A dense [m, h, 1] MLP trains --dense-epochs; it is then split with alpha (clause and
+    random splits) and all three models train --fpe-epochs more. Prints the parameter
+    ledger, a table of test accuracy (mean +- std over trials, and Alg. A3's best-of-T,
+    which is selected on the test set), capacity, cosine and counts; writes summary.json,
+    trials.jsonl, the trained models and the Figure 2 / A1 heat maps. Rerunning with the
+    same options resumes: finished trials are not run again.
+    """
+    from fpe_ref.case_study import VARIANTS, CaseStudyConfig, run_case_study
+
+    q = quick
+    if quick and warmup_epochs == 1000:
+        warmup_epochs = 150
+    cfg = CaseStudyConfig(
+        m=m, k=k, hidden=hidden, alpha=alpha,
+        dense_epochs=dense_epochs or (150 if q else 1000), fpe_epochs=fpe_epochs or (150 if q else 1000),
+        trials=trials or (3 if q else 5), n_samples=n_samples or (4000 if q else 10000),
+        test_fraction=test_fraction, seed=seed, carry_optimizer=carry_optimizer,
+        train=_train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
+    total = cfg.trials * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs)
+    click.echo(f"case study: m={cfg.m} k={cfg.k} h={cfg.hidden} alpha={cfg.alpha} trials={cfg.trials} "
+               f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} -> {out_dir}")
+    with click.progressbar(length=total, label="training", show_eta=True, show_pos=True) as bar:
+        summary, groups = run_case_study(cfg, out_dir, on_epoch=lambda e, h: bar.update(1),
+                                         log=lambda s: click.echo("\n" + s))
+    _case_study_outputs(cfg, summary, groups, out_dir)
+
+
+def _case_study_outputs(cfg, summary, groups, out_dir):
+    import json
+    import os
+
+    from fpe_ref import plots
+    from fpe_ref.case_study import VARIANTS
+    from fpe_ref.mlp import MLP
+
+    rows = [("model", "test acc mean +- std", "best of T*", "capacity", "cosine", "non-zero W", "biases")]
+    for v in VARIANTS:
+        s = summary["models"][v]
+        rows.append((v, f"{100 * s['acc_mean']:.1f} +- {100 * s['acc_std']:.1f} %", f"{100 * s['acc_best']:.1f} %",
+                     f"{s['capacity']:.3f}", f"{s['cosine']:.3f}", str(s["nonzero_weights"]), str(s["biases"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, r in enumerate(rows):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            click.echo("  ".join("-" * w for w in widths))
+    click.echo(f"* best of {summary['n_trials']} trials, selected on the test set as Alg. A3 does (optimistic); "
+               "capacity and cosine are means over trials after training.")
+    p = summary["parent"]
+    click.echo(f"dense parent after phase 1: acc {100 * p['acc_mean']:.1f} %, capacity {p['capacity']:.3f}, cosine {p['cosine']:.3f}")
+    for v in VARIANTS[1:]:
+        s = summary["models"][v]
+        click.echo(f"{v}: capacity {p['capacity']:.3f} (dense) -> {s['capacity_at_split']:.3f} (at split) -> "
+                   f"{s['capacity']:.3f} (trained); cosine {p['cosine']:.3f} -> {s['cosine_at_split']:.3f} -> {s['cosine']:.3f}")
+    models = {v: MLP.load(os.path.join(out_dir, "models", f"trial{summary['models'][v]['best_trial']}_{v}.npz"))
+              for v in VARIANTS}
+    plots.gram_and_weights({v: models[v] for v in ("dense", "clause")}, groups, cfg.alpha,
+                           os.path.join(out_dir, "fig2_dense_clause.png"), "Figure 2: dense and clause-split FPE (best trial)")
+    plots.gram_and_weights({"random": models["random"]}, groups, cfg.alpha,
+                           os.path.join(out_dir, "figA1_random.png"), "Figure A1: random-split FPE (best trial)")
+    records = []
+    with open(os.path.join(out_dir, "trials.jsonl")) as f:
+        key = None
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    from fpe_ref.case_study import _config_key
+
+    key = _config_key(cfg)
+    records = sorted([r for r in records if r.get("config_key") == key], key=lambda r: r["trial"])
+    plots.training_curves(records, VARIANTS, os.path.join(out_dir, "training_curves.png"), cfg.dense_epochs)
+    click.echo(f"wrote {out_dir}/summary.json, trials.jsonl, models/, fig2_dense_clause.png, figA1_random.png, training_curves.png")
+
+
 def _register_subcommands():
     """Attach command groups that live next to the code they drive."""
     try:

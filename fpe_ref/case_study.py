@@ -1,0 +1,192 @@
+"""The Section 3.1 case study: dense vs clause-split vs random-split FPE on an 8-clause DNF.
+
+Paper: Sec. 3.1, Figures 2 and A1. Per trial ``t``:
+
+1. a dense ``[m, h, 1]`` MLP trains ``dense_epochs`` epochs (phase 1);
+2. the trained parent is expanded by ``alpha`` with the clause split and with the random
+   split (Alg. A1);
+3. the three models (dense, clause, random) each train ``fpe_epochs`` more epochs
+   (phase 2). The dense baseline therefore trains ``dense_epochs + fpe_epochs`` epochs in
+   total, and all three get the identical phase-2 treatment (a new optimizer, unless
+   ``carry_optimizer``; the warm-up ramp restarted), so the split is the only difference.
+
+Metrics are taken at three points: the dense parent after phase 1 ("before"), each model at
+the start of phase 2 ("split", after the arithmetic of the split and before any training),
+and after phase 2 ("after"), so the trained effect is separated from the arithmetic one.
+
+Randomness: one ``seed`` gives independent streams (``fpe_ref.rng.stream``) for the data,
+each trial's initialisation, each phase's shuffling and each split. Every finished trial is
+appended to ``trials.jsonl`` (and its models saved) at once; a rerun with the same config
+skips finished trials, so an interrupted run loses nothing finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, generate_dnf, train_test_split
+from .errors import FPEError
+from .expand import carry_optimizer, expand
+from .metrics import interference
+from .mlp import MLP
+from .rng import stream
+from .train import TrainConfig, TrialSummary, train
+
+VARIANTS = ("dense", "clause", "random")
+
+
+@dataclass(frozen=True)
+class CaseStudyConfig:
+    """Sec. 3.1 defaults: 8 clauses x 4 literals, 8 neurons, alpha 2, 1000 + 1000 epochs, 5 trials."""
+
+    m: int = 32  # literals (C = m / k clauses)
+    k: int = 4  # literals per clause
+    hidden: int = 8  # h, neurons of the dense parent
+    alpha: int = 2  # expansion factor
+    dense_epochs: int = 1000  # phase 1 (dense pre-training)
+    fpe_epochs: int = 1000  # phase 2 (after the split; the dense baseline continues)
+    trials: int = 5  # T
+    n_samples: int = DEFAULT_N_SAMPLES  # total data set size (not stated by the paper)
+    test_fraction: float = DEFAULT_TEST_FRACTION  # test share (not stated by the paper)
+    seed: int = 0  # the one seed all streams derive from
+    carry_optimizer: bool = False  # carry Adam's moments through the split child by child
+    out_scale: str = "duplicate"  # "duplicate" (paper) or "divide" (Net2Net-style ablation)
+    train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs set per phase
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_data(cfg: CaseStudyConfig):
+    data = generate_dnf(cfg.n_samples, cfg.m, cfg.k, stream(cfg.seed, "data"))
+    tr, te = train_test_split(data, cfg.test_fraction, stream(cfg.seed, "data-split"))
+    return tr, te, [np.asarray(c) for c in data.clauses]
+
+
+def run_trial(cfg: CaseStudyConfig, t: int, tr, te, groups, on_epoch=None):
+    """One trial: returns (record dict, {variant: trained MLP}, dense parent after phase 1)."""
+    h = cfg.hidden
+    tcfg1 = replace(cfg.train, epochs=cfg.dense_epochs)
+    tcfg2 = replace(cfg.train, epochs=cfg.fpe_epochs)
+    parent = MLP.init([cfg.m, h, 1], stream(cfg.seed, "init", t))
+    opt, hist1 = train(parent, tr.X, tr.y, tcfg1, stream(cfg.seed, "shuffle", t, "dense-phase1"),
+                       X_test=te.X, y_test=te.y, on_epoch=on_epoch)
+    rec = {"trial": t, "parent": {"test_acc": parent.accuracy(te.X, te.y), **interference(parent.params["W1"], groups),
+                                  "ledger": asdict(parent.ledger()), "history": hist1.to_dict()},
+           "models": {}}
+    models = {}
+    for v in VARIANTS:
+        if v == "dense":
+            model, opt2, report = parent.copy(), None, None
+            if cfg.carry_optimizer:
+                opt2 = opt  # the dense model simply continues
+        else:
+            res = expand(parent, cfg.alpha, v, stream(cfg.seed, "split", t, v), groups=groups, out_scale=cfg.out_scale)
+            model, report = res.model, res
+            opt2 = carry_optimizer(opt, res, parent) if cfg.carry_optimizer else None
+        at_split = {"test_acc": model.accuracy(te.X, te.y), **interference(model.params["W1"], groups)}
+        _, hist2 = train(model, tr.X, tr.y, tcfg2, stream(cfg.seed, "shuffle", t, v),
+                         X_test=te.X, y_test=te.y, optimizer=opt2, on_epoch=on_epoch)
+        after = {"test_acc": model.accuracy(te.X, te.y), **interference(model.params["W1"], groups)}
+        rec["models"][v] = {
+            "split": at_split, "after": after, "ledger": asdict(model.ledger()), "history": hist2.to_dict(),
+            "expand_report": report.report() if report is not None else None,
+            "dead_children": report.dead_children.tolist() if report is not None else [],
+        }
+        models[v] = model
+    return rec, models, parent
+
+
+def _config_key(cfg: CaseStudyConfig) -> str:
+    return json.dumps(cfg.to_dict(), sort_keys=True)
+
+
+def load_finished(out_dir, cfg):
+    """Finished trial records of an earlier run with the same config (resume)."""
+    path = os.path.join(out_dir, "trials.jsonl")
+    done = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill: that trial is simply run again
+            if rec.get("config_key") == _config_key(cfg):
+                done[rec["trial"]] = rec
+    return done
+
+
+def append_record(out_dir, rec):
+    """Append one JSON line and fsync, so a kill never leaves a finished trial unrecorded."""
+    path = os.path.join(out_dir, "trials.jsonl")
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def summarize(cfg: CaseStudyConfig, records: list) -> dict:
+    """The summary.json content: per model acc mean/std/best, metrics, counts, and the config."""
+    records = sorted(records, key=lambda r: r["trial"])
+    out = {"config": cfg.to_dict(), "n_trials": len(records),
+           "selection_note": "acc_best is Alg. A3's best-of-T, selected on the TEST set (optimistic); "
+                             "acc_mean/acc_std (ddof=1) are over all trials",
+           "parent": {"acc_mean": float(np.mean([r["parent"]["test_acc"] for r in records])),
+                      "capacity": float(np.mean([r["parent"]["capacity"] for r in records])),
+                      "cosine": float(np.mean([r["parent"]["cosine"] for r in records]))},
+           "models": {}}
+    for v in VARIANTS:
+        accs = [r["models"][v]["after"]["test_acc"] for r in records]
+        s = TrialSummary(accs)
+        led = records[0]["models"][v]["ledger"]
+        out["models"][v] = {
+            "acc_mean": s.mean, "acc_std": s.std, "acc_best": s.best, "best_trial": records[s.best_index]["trial"],
+            "accs": accs,
+            "capacity": float(np.mean([r["models"][v]["after"]["capacity"] for r in records])),
+            "capacity_std": float(np.std([r["models"][v]["after"]["capacity"] for r in records], ddof=1)) if len(records) > 1 else 0.0,
+            "cosine": float(np.mean([r["models"][v]["after"]["cosine"] for r in records])),
+            "cosine_std": float(np.std([r["models"][v]["after"]["cosine"] for r in records], ddof=1)) if len(records) > 1 else 0.0,
+            "capacity_at_split": float(np.mean([r["models"][v]["split"]["capacity"] for r in records])),
+            "cosine_at_split": float(np.mean([r["models"][v]["split"]["cosine"] for r in records])),
+            "nonzero_weights": int(led["weights"]), "biases": int(led["biases"]),
+            "ledger": led,
+        }
+    return out
+
+
+def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print):
+    """Run (or resume) every trial, write trials.jsonl, models/ and summary.json; return the summary."""
+    if cfg.m % cfg.k:
+        raise FPEError(f"m={cfg.m} literals is not divisible by k={cfg.k}")
+    if cfg.trials < 1:
+        raise FPEError(f"trials must be >= 1, got {cfg.trials}")
+    os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
+    tr, te, groups = make_data(cfg)
+    done = load_finished(out_dir, cfg)
+    if done:
+        log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
+    for t in range(cfg.trials):
+        if t in done:
+            continue
+        rec, models, parent = run_trial(cfg, t, tr, te, groups, on_epoch)
+        parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
+        for v, model in models.items():
+            model.save(os.path.join(out_dir, "models", f"trial{t}_{v}.npz"))
+        rec["config_key"] = _config_key(cfg)
+        append_record(out_dir, rec)
+        done[t] = rec
+        if rec["models"]["random"]["expand_report"]:
+            log(rec["models"]["random"]["expand_report"])
+    summary = summarize(cfg, [done[t] for t in range(cfg.trials)])
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary, groups

@@ -1,0 +1,193 @@
+"""Algorithm A1: Fixed Parameter Expansion by neuron splitting, duplication and re-sparsification.
+
+Paper: Sec. 2.3 and Alg. A1. For the hidden layer ``l`` with weights ``W_l`` (h, d) and the
+next layer ``W_{l+1}`` (C, h), and an integer ``alpha >= 2``:
+
+1. Split (Alg. A1 steps 2-5): parent ``i`` becomes children ``i*alpha .. i*alpha + alpha-1``
+   (grouped row order). Their input masks ``m^(i_j)`` partition the parent's inputs
+   (``sum_j m^(i_j) = 1_d``); child ``j`` gets ``m^(i_j) * W_l[i, :]`` and the parent's bias
+   (and LayerNorm gain/shift, when the layer has them).
+2. Duplicate: every column ``i`` of ``W_{l+1}`` is copied to the alpha child columns, so
+   ``W_{l+1}'`` has ``alpha`` times the non-zeros. ``b_{l+1}`` is unchanged. (Optional
+   ablation ``out_scale="divide"``: the copies are scaled by ``1 / alpha``, as Net2Net does.)
+3. Re-sparsify (steps 7-8): the ``(alpha - 1) * nnz(W_{l+1})`` excess weights are pruned
+   by one global ranking of ``|w|`` over the non-zeros of ``W_l'`` and ``W_{l+1}'``
+   together, until the weight count equals the parent's *exactly*.
+
+Decisions the paper leaves open (each tested):
+
+* **Ties.** Duplicated columns have exactly equal magnitudes. Ties in ``|w|`` are broken by
+  a random key drawn from the expansion's ``rng`` (``np.lexsort((key, |w|))``), so the
+  result depends on the seed only, never on memory order, and no child is favoured.
+* **What counts.** The budget counts *weights* (mask-on entries of ``W_l`` and ``W_{l+1}``),
+  as Alg. A1's ``Delta = (alpha - 1) h C`` does. Biases are not pruned: ``b_l`` grows by
+  ``(alpha - 1) h``. Both counts are in the ledgers of ``ExpandResult``.
+* **Optimizer state.** By default the expanded model starts a fresh Adam (``optimizer=None``;
+  Alg. A3 instantiates a new optimizer per model). ``carry_optimizer(...)`` maps a trained
+  optimizer's moments child by child (rows copied then masked; columns duplicated; pruned
+  positions zeroed; the step count kept).
+* **Empty children.** A split that gives a child no inputs is an error. Pruning may still
+  remove all of a child's input or output weights; such children are listed in
+  ``ExpandResult.dead_children`` (and printed), not silently hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import splits
+from .errors import FPEError
+from .mlp import MLP, Ledger
+from .optim import Adam
+
+SPLITS = ("random", "clause")
+
+
+@dataclass
+class ExpandResult:
+    """The expanded model and everything needed to audit the expansion."""
+
+    model: MLP
+    alpha: int
+    layer: int
+    split_masks: np.ndarray  # (h * alpha, d) bool, the partition before pruning
+    parent_of: np.ndarray  # (h * alpha,) parent index of each child row
+    pruned: dict  # weight name -> (k, 2) int array of pruned (row, col) in the expanded matrix
+    ledger_parent: Ledger
+    ledger_child: Ledger
+    dead_children: np.ndarray  # child rows left with no input or no output weight
+
+    def report(self) -> str:
+        pr = ", ".join(f"{k}: {len(v)}" for k, v in self.pruned.items())
+        lines = [
+            f"FPE layer {self.layer}, alpha={self.alpha}: pruned {pr}",
+            f"  parent  : {self.ledger_parent.line()}",
+            f"  expanded: {self.ledger_child.line()}",
+        ]
+        if self.dead_children.size:
+            lines.append(f"  warning: {self.dead_children.size} children lost all input or output weights: {self.dead_children.tolist()}")
+        return "\n".join(lines)
+
+
+def split_masks_for(split, h, d, alpha, rng, groups=None):
+    """The ``(h * alpha, d)`` partition for ``split`` = "random", "clause" or an explicit array."""
+    if isinstance(split, str):
+        if split == "random":
+            return splits.random_split(h, d, alpha, rng)
+        if split == "clause":
+            if groups is None:
+                raise FPEError("split='clause' needs the clause groups (groups=...)")
+            return splits.group_split(h, d, alpha, groups, rng)
+        raise FPEError(f"split must be one of {SPLITS} or an explicit mask array, got {split!r}")
+    return splits.check_partition(split, h, d, alpha)
+
+
+def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: int = 1,
+           out_scale: str = "duplicate") -> ExpandResult:
+    """Expand hidden layer ``layer`` of ``model`` by ``alpha`` (Alg. A1). Returns a new model.
+
+    Parameters
+    ----------
+    model : MLP
+        The trained parent; not modified.
+    alpha : int >= 2, at most the layer's fan-in.
+    split : "random", "clause", or an explicit ``(h * alpha, d)`` 0/1 partition.
+    rng : numpy Generator (or int seed), drives the split and the tie-breaking.
+    groups : list of index arrays (the clauses), for ``split="clause"`` (and Gram clusters).
+    layer : the hidden layer to expand (1-based; never the output layer).
+    out_scale : "duplicate" (the paper) or "divide" (copies scaled by 1/alpha; ablation only).
+    """
+    from .rng import as_rng
+
+    rng = as_rng(rng)
+    if not isinstance(layer, (int, np.integer)) or not 1 <= layer < model.n_layers:
+        raise FPEError(f"layer must be a hidden layer in [1, {model.n_layers - 1}], got {layer!r}")
+    if out_scale not in ("duplicate", "divide"):
+        raise FPEError(f"out_scale must be 'duplicate' or 'divide', got {out_scale!r}")
+    nW, nb, nN = f"W{layer}", f"b{layer}", f"W{layer + 1}"
+    W, Wn = model.params[nW], model.params[nN]
+    h, d = W.shape
+    alpha = splits.check_alpha(alpha, d)
+    ledger_parent = model.ledger()
+    M_old = model.masks.get(nW, np.ones_like(W, dtype=bool))
+    Mn_old = model.masks.get(nN, np.ones_like(Wn, dtype=bool))
+
+    # 1. split: children take disjoint parts of the parent's inputs (and of its mask)
+    S = split_masks_for(split, h, d, alpha, rng, groups)  # (h*alpha, d)
+    parent_of = np.repeat(np.arange(h), alpha)  # (h*alpha,)
+    M1 = S & M_old[parent_of]
+    empty = np.flatnonzero(~M1.any(axis=1))
+    if empty.size:
+        raise FPEError(f"the split leaves child {empty[0]} (parent {parent_of[empty[0]]}) with no inputs: "
+                       "its parent's inputs are already masked there")
+    W1 = W[parent_of] * M1  # (h*alpha, d)
+
+    # 2. duplicate every outgoing column for each child
+    W2 = Wn[:, parent_of].copy()  # (C, h*alpha)
+    if out_scale == "divide":
+        W2 /= alpha
+    M2 = Mn_old[:, parent_of].copy()
+
+    # 3. re-sparsify: one global ranking of |w| over both matrices, random key for ties
+    budget = int(M_old.sum() + Mn_old.sum())
+    excess = int(M1.sum() + M2.sum()) - budget  # = (alpha - 1) * nnz(W_{l+1})
+    pos1, pos2 = np.argwhere(M1), np.argwhere(M2)  # (n1, 2), (n2, 2) row-major order
+    mags = np.concatenate([np.abs(W1[M1]), np.abs(W2[M2])])  # same row-major order as argwhere
+    if excess > mags.size:
+        raise FPEError(f"cannot meet the budget of {budget} weights: only {mags.size} can be pruned")
+    key = rng.random(mags.size)
+    order = np.lexsort((key, mags))[:excess]  # smallest |w| first, ties by the random key
+    in1 = order[order < len(pos1)]
+    in2 = order[order >= len(pos1)] - len(pos1)
+    pruned = {nW: pos1[in1], nN: pos2[in2]}
+    M1[pos1[in1, 0], pos1[in1, 1]] = False
+    M2[pos2[in2, 0], pos2[in2, 1]] = False
+    W1[~M1] = 0.0
+    W2[~M2] = 0.0
+
+    params = {}
+    for k, v in model.params.items():
+        if k == nW:
+            params[k] = W1
+        elif k == nN:
+            params[k] = W2
+        elif k in (nb, f"ln{layer}.gamma", f"ln{layer}.beta"):
+            params[k] = v[parent_of].copy()
+        else:
+            params[k] = v.copy()
+    masks = {k: v.copy() for k, v in model.masks.items()}
+    masks[nW], masks[nN] = M1, M2
+    child = MLP(params, masks, model.layer_norm)
+    ledger_child = child.ledger()
+    if ledger_child.weights != ledger_parent.weights:  # the defining invariant of FPE
+        raise AssertionError(f"FPE weight count changed: {ledger_parent.weights} -> {ledger_child.weights}")
+    dead = np.flatnonzero(~M1.any(axis=1) | ~M2.any(axis=0))
+    return ExpandResult(child, alpha, int(layer), S, parent_of, pruned, ledger_parent, ledger_child, dead)
+
+
+def carry_optimizer(opt: Adam, result: ExpandResult, parent: MLP) -> Adam:
+    """Map a parent's Adam state onto the expanded model, child by child.
+
+    Rows of the split layer (and its bias / LayerNorm moments) are copied from the parent,
+    columns of the next layer duplicated, and every masked or pruned position set to 0, so
+    masked moments stay zero. The step count ``t`` is kept (bias correction continues).
+    With ``out_scale="divide"`` the carried moments of the next layer are not rescaled.
+    """
+    layer = result.layer
+    nW, nb, nN = f"W{layer}", f"b{layer}", f"W{layer + 1}"
+    P = result.parent_of
+    new = Adam(result.model.params, opt.lr, opt.betas, opt.eps)
+    new.t = opt.t
+    for state_old, state_new in ((opt.m, new.m), (opt.v, new.v)):
+        for k in parent.params:
+            if k == nW:
+                state_new[k] = state_old[k][P] * result.model.masks[nW]
+            elif k == nN:
+                state_new[k] = state_old[k][:, P] * result.model.masks[nN]
+            elif k in (nb, f"ln{layer}.gamma", f"ln{layer}.beta"):
+                state_new[k] = state_old[k][P].copy()
+            else:
+                state_new[k] = state_old[k].copy()
+    return new

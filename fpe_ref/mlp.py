@@ -1,0 +1,271 @@
+"""The network: an MLP of any depth with optional masks and LayerNorm, forward pass and backprop.
+
+Layer ``l = 1 .. L`` computes ``a_l = h_{l-1} W_l^T + b_l``; every hidden layer then applies
+``LayerNorm`` (optional, A.7: "LayerNorm before each activation") and ``ReLU``; the last layer
+gives the logits. Paper: Sec. 2.1 (one hidden layer), A.7 (deeper MLPs).
+
+Parameters live in one ordered dict ``params`` with PyTorch-like names and shapes:
+``W1`` (h1, d), ``b1`` (h1,), ``ln1.gamma``/``ln1.beta`` (h1,), ..., ``WL`` (C, h_{L-1}), ``bL`` (C,).
+``masks`` maps a weight name to a boolean array of its shape; weights without an entry are
+dense. Invariant (checked in tests): ``W[~mask] == 0.0`` exactly, after construction,
+after every optimizer step and after every load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import layers
+from .errors import FPEError
+
+FORMAT_VERSION = 1
+
+
+def _weight(l):
+    return f"W{l}"
+
+
+def _bias(l):
+    return f"b{l}"
+
+
+@dataclass
+class Ledger:
+    """Parameter ledger: non-zero (unmasked) weights per layer, biases, LayerNorm params, totals.
+
+    ``weights`` counts mask-on weight entries (the structural non-zeros FPE holds fixed);
+    biases and LayerNorm parameters are counted separately, since FPE grows ``b1`` by
+    ``(alpha - 1) h`` (Sec. 2.3: "we copy the original bias to all sub-neurons").
+    """
+
+    per_layer: dict  # weight name -> mask-on count
+    weights: int
+    biases: int
+    layernorm: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.biases + self.layernorm
+
+    def line(self) -> str:
+        layers_ = ", ".join(f"{k}={v}" for k, v in self.per_layer.items())
+        return f"non-zero weights {self.weights} ({layers_}); biases {self.biases}; layernorm {self.layernorm}; total {self.total}"
+
+
+class MLP:
+    """A masked MLP with hand-written backward.
+
+    Parameters
+    ----------
+    params : dict of str -> ndarray
+        Ordered parameters (see module docstring).
+    masks : dict of str -> bool ndarray, optional
+        Masks of the sparse weights.
+    layer_norm : bool
+        Whether each hidden layer has LayerNorm before its ReLU.
+    """
+
+    def __init__(self, params: dict, masks: dict | None = None, layer_norm: bool = False):
+        self.params = dict(params)
+        self.masks = dict(masks or {})
+        self.layer_norm = bool(layer_norm)
+        self.n_layers = sum(1 for k in self.params if k.startswith("W"))
+        self._validate()
+        self.apply_masks()
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def init(cls, sizes, rng, layer_norm: bool = False, dtype=np.float64) -> "MLP":
+        """PyTorch ``nn.Linear`` default initialisation, layer by layer, ``W`` then ``b``.
+
+        Kaiming-uniform with ``a = sqrt(5)``: ``gain = sqrt(2 / (1 + a^2)) = sqrt(1/3)``,
+        ``bound = gain * sqrt(3 / fan_in) = 1 / sqrt(fan_in)``; so ``W ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+        and ``b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. LayerNorm: ``gamma = 1``, ``beta = 0``.
+
+        ``sizes = [d, h1, ..., C]``; ``C = 1`` means a binary task (BCE-with-logits).
+        """
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or any(s < 1 for s in sizes):
+            raise FPEError(f"layer sizes must be >= 1 and at least [d, C], got {sizes}")
+        params = {}
+        for l in range(1, len(sizes)):
+            fan_in, fan_out = sizes[l - 1], sizes[l]
+            bound = 1.0 / np.sqrt(fan_in)
+            params[_weight(l)] = rng.uniform(-bound, bound, size=(fan_out, fan_in)).astype(dtype)
+            params[_bias(l)] = rng.uniform(-bound, bound, size=fan_out).astype(dtype)
+            if layer_norm and l < len(sizes) - 1:
+                params[f"ln{l}.gamma"] = np.ones(fan_out, dtype=dtype)
+                params[f"ln{l}.beta"] = np.zeros(fan_out, dtype=dtype)
+        return cls(cls._ordered(params, len(sizes) - 1, layer_norm), layer_norm=layer_norm)
+
+    @staticmethod
+    def _ordered(params, n_layers, layer_norm):
+        out = {}
+        for l in range(1, n_layers + 1):
+            out[_weight(l)] = params[_weight(l)]
+            out[_bias(l)] = params[_bias(l)]
+            if layer_norm and l < n_layers:
+                out[f"ln{l}.gamma"] = params[f"ln{l}.gamma"]
+                out[f"ln{l}.beta"] = params[f"ln{l}.beta"]
+        return out
+
+    def _validate(self):
+        L = self.n_layers
+        if L < 1:
+            raise FPEError("an MLP needs at least one weight matrix W1")
+        expected = self._ordered_names(L, self.layer_norm)
+        if list(self.params) != expected:
+            raise FPEError(f"parameter names {list(self.params)} do not match the expected {expected}")
+        prev = None
+        for l in range(1, L + 1):
+            W, b = self.params[_weight(l)], self.params[_bias(l)]
+            if W.ndim != 2 or b.shape != (W.shape[0],):
+                raise FPEError(f"W{l} has shape {W.shape} and b{l} {b.shape}: expected (out, in) and (out,)")
+            if prev is not None and W.shape[1] != prev:
+                raise FPEError(f"W{l} has {W.shape[1]} inputs but layer {l - 1} has {prev} outputs")
+            prev = W.shape[0]
+            if self.layer_norm and l < L:
+                for k in ("gamma", "beta"):
+                    if self.params[f"ln{l}.{k}"].shape != (W.shape[0],):
+                        raise FPEError(f"ln{l}.{k} has shape {self.params[f'ln{l}.{k}'].shape}, expected ({W.shape[0]},)")
+        for name, p in self.params.items():
+            if not np.all(np.isfinite(p)):
+                raise FPEError(f"parameter {name} contains NaN or inf")
+        for name, M in self.masks.items():
+            if name not in self.params or not name.startswith("W"):
+                raise FPEError(f"mask given for {name!r}, which is not a weight matrix of this model")
+            if M.shape != self.params[name].shape or M.dtype != bool:
+                raise FPEError(f"mask of {name} has shape {M.shape} dtype {M.dtype}, expected {self.params[name].shape} bool")
+
+    @staticmethod
+    def _ordered_names(L, layer_norm):
+        names = []
+        for l in range(1, L + 1):
+            names += [_weight(l), _bias(l)]
+            if layer_norm and l < L:
+                names += [f"ln{l}.gamma", f"ln{l}.beta"]
+        return names
+
+    def apply_masks(self):
+        """Enforce the mask invariant ``W[~M] = 0.0`` in place."""
+        for name, M in self.masks.items():
+            self.params[name][~M] = 0.0
+
+    def copy(self) -> "MLP":
+        return MLP({k: v.copy() for k, v in self.params.items()}, {k: v.copy() for k, v in self.masks.items()}, self.layer_norm)
+
+    # ------------------------------------------------------------ shape helpers
+    @property
+    def sizes(self) -> list:
+        return [self.params["W1"].shape[1]] + [self.params[_weight(l)].shape[0] for l in range(1, self.n_layers + 1)]
+
+    @property
+    def dtype(self):
+        return self.params["W1"].dtype
+
+    @property
+    def loss_name(self) -> str:
+        """``bce`` for one output logit, ``xent`` (softmax cross-entropy) for several."""
+        return "bce" if self.sizes[-1] == 1 else "xent"
+
+    def mask_of(self, name):
+        return self.masks.get(name)
+
+    # ------------------------------------------------------------ forward / backward
+    def forward(self, X):
+        """Logits ``(n, C)`` and the caches backprop needs."""
+        caches = []
+        h = X
+        L = self.n_layers
+        for l in range(1, L + 1):
+            a, lin = layers.linear_forward(h, self.params[_weight(l)], self.params[_bias(l)])
+            ln = act = None
+            if l < L:
+                if self.layer_norm:
+                    a, ln = layers.layernorm_forward(a, self.params[f"ln{l}.gamma"], self.params[f"ln{l}.beta"])
+                a, act = layers.relu_forward(a)
+            caches.append((lin, ln, act))
+            h = a
+        return h, caches
+
+    def backward(self, dlogits, caches):
+        """Gradients of every parameter given ``dL/dlogits``; masked weight gradients are 0."""
+        grads = {}
+        d = dlogits
+        for l in range(self.n_layers, 0, -1):
+            lin, ln, act = caches[l - 1]
+            if act is not None:
+                d = layers.relu_backward(d, act)
+            if ln is not None:
+                d, grads[f"ln{l}.gamma"], grads[f"ln{l}.beta"] = layers.layernorm_backward(d, ln)
+            d, grads[_weight(l)], grads[_bias(l)] = layers.linear_backward(d, lin, self.masks.get(_weight(l)))
+        return {k: grads[k] for k in self.params}
+
+    def loss(self, logits, y):
+        """Data loss and ``dL/dlogits``: BCE-with-logits for C = 1, softmax cross-entropy otherwise."""
+        if self.loss_name == "bce":
+            return layers.bce_with_logits(logits, y)
+        return layers.softmax_cross_entropy(logits, y)
+
+    def loss_and_grads(self, X, y):
+        logits, caches = self.forward(X)
+        loss, dlogits = self.loss(logits, y)
+        return loss, self.backward(dlogits, caches)
+
+    def predict(self, X):
+        """Predicted labels: ``logit > 0`` (i.e. sigmoid > 0.5, A3 line 22) or argmax."""
+        logits, _ = self.forward(X)
+        if self.loss_name == "bce":
+            return (logits[:, 0] > 0).astype(np.int64)
+        return logits.argmax(axis=1)
+
+    def accuracy(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y).astype(np.int64)))
+
+    # ------------------------------------------------------------ bookkeeping
+    def ledger(self) -> Ledger:
+        per = {}
+        for l in range(1, self.n_layers + 1):
+            name = _weight(l)
+            M = self.masks.get(name)
+            per[name] = int(M.sum()) if M is not None else int(self.params[name].size)
+        biases = sum(self.params[_bias(l)].size for l in range(1, self.n_layers + 1))
+        ln = sum(v.size for k, v in self.params.items() if k.startswith("ln"))
+        return Ledger(per, sum(per.values()), int(biases), int(ln))
+
+    # ------------------------------------------------------------ save / load
+    def save(self, path):
+        """Write an ``.npz`` (no pickles): parameters under their names, masks as ``mask:<name>``."""
+        arrays = dict(self.params)
+        arrays.update({f"mask:{k}": v for k, v in self.masks.items()})
+        meta = {"format_version": FORMAT_VERSION, "layer_norm": self.layer_norm, "sizes": self.sizes}
+        arrays["meta"] = np.array(json.dumps(meta))
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "MLP":
+        """Read a model written by ``save``; a mask-off weight that is not 0.0 is an error."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as exc:
+            raise FPEError(f"cannot read model file {path}: {exc}") from exc
+        if "meta" not in arrays:
+            raise FPEError(f"{path} is not an fpe-ref model file (no 'meta' entry)")
+        meta = json.loads(str(arrays.pop("meta")))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FPEError(f"{path} has model format version {meta.get('format_version')}, this fpe-ref reads {FORMAT_VERSION}")
+        masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask:")}
+        params = {k: v for k, v in arrays.items() if not k.startswith("mask:")}
+        n_layers = len(meta["sizes"]) - 1
+        try:
+            params = cls._ordered(params, n_layers, meta["layer_norm"])
+        except KeyError as exc:
+            raise FPEError(f"{path} lacks parameter {exc}") from exc
+        for name, M in masks.items():
+            if name in params and M.shape == params[name].shape and np.any(params[name][~M] != 0):
+                raise FPEError(f"{path}: weight {name} is non-zero at masked positions (corrupt or hand-edited file)")
+        return cls(params, masks, meta["layer_norm"])

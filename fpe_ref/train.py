@@ -1,0 +1,182 @@
+"""Algorithm A3: minibatch training with Adam and the penalties, trials, and model selection.
+
+Paper: A.3.1 (Adam, lr 1e-3, batch 500, N = W = 1000 epochs, lambda_1 = 1e-7 on W1,
+lambda_2 = 1e-5 on all parameters, T = 5 trials) and Alg. A3.
+
+The warm-up ratio
+-----------------
+Alg. A3 line 8 computes ``r = min(1, e / W)`` once per epoch ``e = 1..N`` and never says what
+it multiplies (the comment on that line is lost in the paper's text). ``TrainConfig.warmup``
+chooses the interpretation:
+
+``"lr"`` (default)
+    linear learning-rate warm-up: the epoch's learning rate is ``r * lr``. This is the usual
+    meaning of "warm-up" in a training loop. With the paper's N = W the rate rises over
+    the whole phase, and every call of ``train`` (each phase of an experiment) starts a
+    new ramp, so the model after an FPE split starts again with small steps.
+``"penalty"``
+    the penalties ramp in: ``r * lambda_1``, ``r * lambda_2``, ``r * lambda_orth``.
+``"none"``
+    ``r`` is computed and unused, as the pseudocode literally reads.
+
+Selection
+---------
+A3 keeps the trial with the best *test* accuracy (lines 21-24). That choice looks at the
+test set, so "best of T" is an optimistic number; ``TrialSummary`` also reports the mean and
+the sample standard deviation (ddof = 1) over trials, which do not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import FPEError
+from .optim import Adam, Penalties, penalty_loss_and_grads
+
+WARMUPS = ("lr", "penalty", "none")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training phase (A.3.1 defaults)."""
+
+    epochs: int = 1000  # N: epochs in this phase
+    warmup_epochs: int = 1000  # W: r = min(1, e / W)
+    warmup: str = "lr"  # what r scales: "lr", "penalty" or "none" (module docstring)
+    batch_size: int = 500  # B
+    lr: float = 1e-3  # eta
+    betas: tuple = (0.9, 0.999)  # Adam's (beta1, beta2), PyTorch defaults
+    eps: float = 1e-8  # Adam's eps, PyTorch default
+    l1: float = 1e-7  # lambda_1 on W1
+    l2: float = 1e-5  # lambda_2 on all parameters (sum of squares)
+    orth: float = 0.0  # lambda_orth on ||W1 W1^T - I||_F^2
+    eval_every: int = 1  # test accuracy every this many epochs (and at the last)
+
+    def __post_init__(self):
+        if self.warmup not in WARMUPS:
+            raise FPEError(f"warmup must be one of {WARMUPS}, got {self.warmup!r}")
+        for name in ("epochs", "warmup_epochs", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
+                raise FPEError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "l1", "l2", "orth", "eps"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise FPEError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    @property
+    def penalties(self) -> Penalties:
+        return Penalties(self.l1, self.l2, self.orth)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-epoch record of one training phase."""
+
+    loss: list = field(default_factory=list)  # mean training loss over the epoch's batches (data + penalties)
+    train_acc: list = field(default_factory=list)  # accuracy over the epoch's batches, as they were trained
+    test_epoch: list = field(default_factory=list)  # epochs at which test accuracy was measured
+    test_acc: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {k: list(map(float, v)) if k != "test_epoch" else list(map(int, v)) for k, v in asdict(self).items()}
+
+
+def check_data(X, y, model, name="training"):
+    """Shapes, finiteness and labels of ``(X, y)`` against ``model``; one-line errors."""
+    if X.ndim != 2 or X.shape[1] != model.sizes[0]:
+        raise FPEError(f"{name} inputs have shape {X.shape}, the model expects (n, {model.sizes[0]})")
+    if y.shape != (X.shape[0],):
+        raise FPEError(f"{name} labels have shape {y.shape}, expected ({X.shape[0]},)")
+    if not np.all(np.isfinite(X)):
+        raise FPEError(f"{name} inputs contain NaN or inf")
+    n_classes = max(2, model.sizes[-1])
+    if np.any((y < 0) | (y >= n_classes) | (y != np.round(y))):
+        raise FPEError(f"{name} labels must be integers in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
+
+
+def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None):
+    """Train ``model`` in place for ``cfg.epochs`` epochs (one phase of Alg. A3).
+
+    Parameters
+    ----------
+    model : MLP
+    X, y : training inputs ``(n, d)`` and labels ``(n,)``.
+    cfg : TrainConfig
+    rng : numpy Generator used only for the per-epoch shuffle (a DataLoader with shuffle=True,
+        drop_last=False: the last batch may be smaller).
+    X_test, y_test : optional test set, evaluated every ``cfg.eval_every`` epochs.
+    optimizer : Adam, optional
+        Continue from this optimizer state; a fresh ``Adam`` otherwise.
+    on_epoch : callable(epoch, history), optional
+        Called after each epoch (progress bars).
+
+    Returns
+    -------
+    optimizer, history
+    """
+    check_data(X, y, model)
+    if X_test is not None:
+        check_data(X_test, y_test, model, "test")
+    X = np.asarray(X, dtype=model.dtype)
+    opt = optimizer or Adam(model.params, cfg.lr, cfg.betas, cfg.eps)
+    hist = History()
+    n, B = X.shape[0], cfg.batch_size
+    binary = model.loss_name == "bce"
+    for epoch in range(1, cfg.epochs + 1):
+        r = min(1.0, epoch / cfg.warmup_epochs)  # Alg. A3 line 8
+        lr = cfg.lr * r if cfg.warmup == "lr" else cfg.lr
+        pen = cfg.penalties.scaled(r) if cfg.warmup == "penalty" else cfg.penalties
+        order = rng.permutation(n)
+        loss_sum = correct = 0.0
+        for start in range(0, n, B):
+            idx = order[start:start + B]
+            Xb, yb = X[idx], y[idx]
+            logits, caches = model.forward(Xb)
+            loss, dlogits = model.loss(logits, yb)
+            grads = model.backward(dlogits, caches)
+            pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
+            for k in grads:
+                grads[k] += pen_grads[k]
+            opt.step(model.params, grads, model.masks, lr=lr)
+            loss_sum += (loss + pen_loss) * len(idx)
+            pred = (logits[:, 0] > 0) if binary else logits.argmax(axis=1)
+            correct += float(np.sum(pred == yb))
+        hist.loss.append(loss_sum / n)
+        hist.train_acc.append(correct / n)
+        if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            hist.test_epoch.append(epoch)
+            hist.test_acc.append(model.accuracy(X_test, y_test))
+        if not np.isfinite(hist.loss[-1]):
+            raise FPEError(f"training diverged: loss is {hist.loss[-1]} at epoch {epoch} (lower the learning rate?)")
+        if on_epoch is not None:
+            on_epoch(epoch, hist)
+    return opt, hist
+
+
+@dataclass
+class TrialSummary:
+    """Test accuracy over T trials: A3's best-of-T (selected on the test set) and mean +- std."""
+
+    accs: list
+
+    @property
+    def best_index(self) -> int:
+        return int(np.argmax(self.accs))  # first best, as A3's strict "acc > bestAcc"
+
+    @property
+    def best(self) -> float:
+        return float(np.max(self.accs))
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accs))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accs, ddof=1)) if len(self.accs) > 1 else 0.0
