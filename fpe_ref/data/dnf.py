@@ -459,7 +459,7 @@ def evaluate_dnf(bits, k) -> np.ndarray:
     if bits.dtype != bool:
         bad = (bits != 0) & (bits != 1)
         if bad.any():
-            raise FPEError(f"bits must be 0/1, got value {bits[bad].flat[0]!r}")
+            raise FPEError(f"bits must be 0/1, got value {bits[bad].flat[0].item()!r}")
     return _any_clause_full(bits != 0, int(k))
 
 
