@@ -34,6 +34,7 @@ from .expand import carry_optimizer, expand
 from .metrics import interference
 from .mlp import MLP
 from .rng import stream
+from .splits import check_alpha
 from .train import TrainConfig, TrialSummary, train
 
 VARIANTS = ("dense", "clause", "random")
@@ -169,6 +170,9 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print):
         raise FPEError(f"m={cfg.m} literals is not divisible by k={cfg.k}")
     if cfg.trials < 1:
         raise FPEError(f"trials must be >= 1, got {cfg.trials}")
+    check_alpha(cfg.alpha, cfg.m)  # fail before training, not after phase 1
+    if cfg.m // cfg.k < cfg.alpha:
+        raise FPEError(f"the clause split needs at least alpha={cfg.alpha} clauses, m/k = {cfg.m // cfg.k}")
     os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
     tr, te, groups = make_data(cfg)
     done = load_finished(out_dir, cfg)
