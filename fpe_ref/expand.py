@@ -85,7 +85,7 @@ def split_masks_for(split, h, d, alpha, rng, groups=None):
 
 
 def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: int = 1,
-           out_scale: str = "duplicate") -> ExpandResult:
+           out_scale: str = "duplicate", tie_key=None) -> ExpandResult:
     """Expand hidden layer ``layer`` of ``model`` by ``alpha`` (Alg. A1). Returns a new model.
 
     Parameters
@@ -98,6 +98,10 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     groups : list of index arrays (the clauses), for ``split="clause"`` (and Gram clusters).
     layer : the hidden layer to expand (1-based; never the output layer).
     out_scale : "duplicate" (the paper) or "divide" (copies scaled by 1/alpha; ablation only).
+    tie_key : optional float array, one entry per prune candidate (the mask-on entries of
+        ``W_l'`` then of ``W_{l+1}'``, each in row-major order), used as the secondary sort
+        key instead of ``rng.random``. Lets another implementation (golden bundles)
+        reproduce the pruning exactly without our random generator.
     """
     from .rng import as_rng
 
@@ -137,7 +141,12 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     mags = np.concatenate([np.abs(W1[M1]), np.abs(W2[M2])])  # same row-major order as argwhere
     if excess > mags.size:
         raise FPEError(f"cannot meet the budget of {budget} weights: only {mags.size} can be pruned")
-    key = rng.random(mags.size)
+    if tie_key is None:
+        key = rng.random(mags.size)
+    else:
+        key = np.asarray(tie_key, dtype=np.float64)
+        if key.shape != mags.shape:
+            raise FPEError(f"tie_key has shape {key.shape}, expected ({mags.size},): one per prune candidate")
     order = np.lexsort((key, mags))[:excess]  # smallest |w| first, ties by the random key
     in1 = order[order < len(pos1)]
     in2 = order[order >= len(pos1)] - len(pos1)
