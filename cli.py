@@ -176,6 +176,17 @@ def _register_subcommands():
 _register_subcommands()
 
 
+def _register_sweeps():
+    """``fpe sweep`` and ``fpe report`` live in fpe_ref/sweep_cli.py, built with the shared options above."""
+    from fpe_ref.sweep_cli import commands
+
+    for cmd in commands(seed_option, train_options, _train_config):
+        fpe.add_command(cmd)
+
+
+_register_sweeps()
+
+
 def main():
     try:
         fpe.main(standalone_mode=False)

@@ -1,0 +1,277 @@
+"""The Boolean sweeps of Sec. 3.2: Figure 3a/b/c, Figure 4 and Tables A1/A2 as grids of runs.
+
+Paper: Sec. 3.2 ("We repeat the previous workflow while varying the number of neurons and
+clauses ... expansion factor alpha = {2, 4}"), Figures 3 and 4, A.6 Tables A1/A2, A.3.1.
+
+One run = one grid point ``(m, hidden)`` x one ``alpha`` x one trial, computed by
+``fpe_ref.case_study.run_trial`` (Sec. 3.1's workflow: dense parent, clause and random
+split, all three trained on). ``boolean_run`` is the *only* place that trains: a faster
+trainer plugs in there (give it its own ``trainer`` name, so its runs get their own keys).
+
+The grids (the paper gives ranges, not steps; the steps are our choice)
+-----------------------------------------------------------------------
+``tables``         Tables A1/A2: 8 neurons; 12, 24, 32, 40, 60, 80, 100, 128 literals
+                   (3 ... 32 clauses of k = 4); alpha = 2. The paper does not say which alpha
+                   the tables use; with alpha = 4 a clause split of 12 literals (3 clauses)
+                   would leave a child without inputs, so alpha = 2 is the only value for
+                   which the table's first row exists.
+``fig3a``          Figure 3a / 4a / 4c: 8 clauses (m = 32); hidden 4, 6, ..., 16; alpha 2 and 4.
+``fig3b``          Figure 3b / 4b: 8 neurons; clauses 4, 8, ..., 32 (m = 16 ... 128); alpha 2 and 4.
+``tables-alpha4``  Tables A1/A2 again with alpha = 4 (12 literals skipped: 3 clauses < alpha).
+``fig3c``          Figure 3c heat maps: hidden {4, 8, 12, 16} x clauses {4, 8, 16, 24, 32};
+                   alpha 2 and 4.
+
+``DEFAULT_ORDER`` runs them in that order, so the most informative results finish first;
+within a grid the runs go trial by trial (every cell gets trial 0, then trial 1, ...), so a
+partially finished grid covers all its cells. Grids overlap (e.g. m = 32, h = 8 is in four
+of them); a run is identified by its full key, so it is computed once.
+
+Pairing. Streams depend on ``seed`` and the trial only (``stream(seed, "init", t)`` etc.),
+so for a given ``(m, hidden, trial)`` the dense parent and the dense baseline are identical
+at alpha 2 and 4: the alpha comparison is paired. We still train the parent once per alpha
+(each run is exactly one ``run_trial``), which costs 2 of every 8 phase-units in a grid
+point with both alphas, in exchange for not re-implementing ``run_trial``.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trial
+from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
+from .errors import FPEError
+from .sweep import STORE_NAME, RunStore, run_sweep
+from .train import TrainConfig
+
+KIND = "boolean"
+TRAINER = "numpy-reference"  # fpe_ref.train.train via case_study.run_trial
+
+# The paper's grids (steps chosen by us where the paper only gives a range).
+TABLE_LITERALS = (12, 24, 32, 40, 60, 80, 100, 128)
+FIG3A_HIDDEN = (4, 6, 8, 10, 12, 14, 16)
+FIG3B_CLAUSES = (4, 8, 12, 16, 20, 24, 28, 32)
+FIG3C_HIDDEN = (4, 8, 12, 16)
+FIG3C_CLAUSES = (4, 8, 16, 24, 32)
+ALPHAS = (2, 4)
+
+DEFAULT_ORDER = ("tables", "fig3a", "fig3b", "tables-alpha4", "fig3c")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One named grid: its points ``(m, hidden, alpha)`` and the paper element it reproduces."""
+
+    name: str
+    paper: str  # the figure/table it feeds
+    points: tuple  # ((m, hidden, alpha), ...)
+    axis: str  # "literals", "hidden", "clauses" or "hidden x clauses": what varies
+
+
+def make_grids(k: int = DEFAULT_K, quick: bool = False) -> dict:
+    """``{name: Grid}``: the paper's grids, or tiny ones with the same structure (``quick``)."""
+    if quick:
+        lits, hid3a, cl3b, hid3c, cl3c, h0, c0 = (12, 16), (4, 6), (3, 4), (4, 6), (3, 4), 4, 4
+    else:
+        lits, hid3a, cl3b, hid3c, cl3c, h0, c0 = (TABLE_LITERALS, FIG3A_HIDDEN, FIG3B_CLAUSES, FIG3C_HIDDEN,
+                                                  FIG3C_CLAUSES, 8, 8)
+    grids = [
+        Grid("tables", "Tables A1/A2 (alpha 2)", tuple((m, h0, 2) for m in lits), "literals"),
+        Grid("fig3a", "Figures 3a, 4a, 4c", tuple((c0 * k, h, a) for a in ALPHAS for h in hid3a), "hidden"),
+        Grid("fig3b", "Figures 3b, 4b", tuple((c * k, h0, a) for a in ALPHAS for c in cl3b), "clauses"),
+        Grid("tables-alpha4", "Tables A1/A2 (alpha 4)",
+             tuple((m, h0, 4) for m in lits if m // k >= 4), "literals"),
+        Grid("fig3c", "Figure 3c", tuple((c * k, h, a) for a in ALPHAS for h in hid3c for c in cl3c),
+             "hidden x clauses"),
+    ]
+    return {g.name: g for g in grids}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a Boolean run depends on except its grid point, alpha and trial."""
+
+    k: int = DEFAULT_K  # literals per clause
+    trials: int = 5  # T (Figures 3/4, Tables A1/A2: "five trials")
+    dense_epochs: int = 1000  # phase 1 (Sec. 3.1)
+    fpe_epochs: int = 1000  # phase 2, all three models (Sec. 3.1)
+    n_samples: int = DEFAULT_N_SAMPLES  # train + test rows (not stated by the paper)
+    test_fraction: float = DEFAULT_TEST_FRACTION  # (not stated by the paper)
+    seed: int = 0  # the one seed all streams derive from
+    carry_optimizer: bool = False  # fresh Adam after the split (Alg. A3 instantiates one per model)
+    out_scale: str = "duplicate"  # Alg. A1
+    train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs set per phase
+    trainer: str = TRAINER  # which implementation trains (part of the key)
+
+    def __post_init__(self):
+        for name in ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise FPEError(f"{name} must be a positive integer, got {v!r}")
+
+    def signature(self) -> dict:
+        """The config minus ``trials`` (more trials extend a sweep; anything else makes a new one)."""
+        d = asdict(self)
+        d.pop("trials")
+        return d
+
+
+QUICK = dict(trials=2, dense_epochs=4, fpe_epochs=4, n_samples=400)  # --quick: smoke tests in seconds
+
+
+def key_for(cfg: SweepConfig, m: int, hidden: int, alpha: int, trial: int) -> dict:
+    """The run's key: its grid point, alpha, trial and every setting it depends on."""
+    sig = cfg.signature()
+    sig["train"] = dict(sig["train"], betas=list(sig["train"]["betas"]))
+    return {"m": int(m), "hidden": int(hidden), "alpha": int(alpha), "trial": int(trial), **sig}
+
+
+def case_config(key: dict) -> CaseStudyConfig:
+    """The ``CaseStudyConfig`` of one run (``trials`` is 1: the run is the key's trial)."""
+    tr = dict(key["train"])
+    tr["betas"] = tuple(tr["betas"])
+    return CaseStudyConfig(m=key["m"], k=key["k"], hidden=key["hidden"], alpha=key["alpha"],
+                           dense_epochs=key["dense_epochs"], fpe_epochs=key["fpe_epochs"], trials=1,
+                           n_samples=key["n_samples"], test_fraction=key["test_fraction"], seed=key["seed"],
+                           carry_optimizer=key["carry_optimizer"], out_scale=key["out_scale"],
+                           train=TrainConfig(**tr))
+
+
+def feasible(m: int, k: int, alpha: int) -> str | None:
+    """``None`` if the point can run, else why not (a clause split needs C = m/k >= alpha)."""
+    if m % k:
+        return f"m={m} is not divisible by k={k}"
+    if m // k < alpha:
+        return f"{m // k} clauses < alpha={alpha}: a clause split would leave a child without inputs"
+    return None
+
+
+def plan(cfg: SweepConfig, grid_names=DEFAULT_ORDER, quick: bool = False, log=None) -> list:
+    """The keys of the chosen grids in work order (grid by grid, trial by trial); infeasible points skipped."""
+    grids = make_grids(cfg.k, quick)
+    unknown = [g for g in grid_names if g not in grids]
+    if unknown:
+        raise FPEError(f"unknown grid {unknown[0]!r}; choose from {', '.join(grids)}")
+    keys = []
+    for name in grid_names:
+        g = grids[name]
+        for t in range(cfg.trials):
+            for m, h, a in g.points:
+                why = feasible(m, cfg.k, a)
+                if why is not None:
+                    if t == 0 and log is not None:
+                        log(f"{name}: skipping m={m} h={h} alpha={a}: {why}")
+                    continue
+                keys.append(key_for(cfg, m, h, a, t))
+    return keys
+
+
+@functools.lru_cache(maxsize=4)
+def _data(m, k, seed, n_samples, test_fraction):
+    """The data set of a run (shared by all trials, hidden sizes and alphas of one m); cached per worker."""
+    cfg = CaseStudyConfig(m=m, k=k, seed=seed, n_samples=n_samples, test_fraction=test_fraction)
+    return make_data(cfg)
+
+
+def _slim_history(h: dict, n_points: int = 21) -> dict:
+    """Every ``len/n_points``-th evaluation (always the last): test accuracy and training loss."""
+    ep, acc = h.get("test_epoch", []), h.get("test_acc", [])
+    if not ep:
+        return {"epoch": [], "test_acc": [], "loss": []}
+    step = max(1, -(-len(ep) // (n_points - 1)))
+    idx = sorted(set(range(0, len(ep), step)) | {len(ep) - 1})
+    loss = h.get("loss", [])
+    return {"epoch": [ep[i] for i in idx], "test_acc": [acc[i] for i in idx],
+            "loss": [loss[ep[i] - 1] for i in idx if ep[i] - 1 < len(loss)]}
+
+
+def slim_record(rec: dict) -> dict:
+    """``run_trial``'s record without the per-epoch histories (subsampled to 21 points)."""
+    out = {"parent": {k: v for k, v in rec["parent"].items() if k != "history"}, "models": {}}
+    out["parent"]["history"] = _slim_history(rec["parent"]["history"])
+    for v, r in rec["models"].items():
+        out["models"][v] = {k: x for k, x in r.items() if k != "history"}
+        out["models"][v]["history"] = _slim_history(r["history"])
+    return out
+
+
+def boolean_run(key: dict) -> dict:
+    """One run: ``case_study.run_trial`` at the key's point, alpha and trial; the slim record.
+
+    This is the per-run function the sweep runner ships to the workers, and the one place
+    where training happens: swap ``run_trial`` for a faster trainer here (and set a new
+    ``trainer`` in the key).
+    """
+    if key.get("trainer") != TRAINER:
+        raise FPEError(f"this fpe-ref trains with {TRAINER!r}, the run asks for {key.get('trainer')!r}")
+    why = feasible(key["m"], key["k"], key["alpha"])
+    if why is not None:
+        raise FPEError(why)
+    cfg = case_config(key)
+    tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
+    rec, _, _ = run_trial(cfg, key["trial"], tr, te, groups)
+    return slim_record(rec)
+
+
+def quick_config(**overrides) -> SweepConfig:
+    """The ``--quick`` config: tiny epochs and data, 2 trials, warm-up over the tiny phase."""
+    q = dict(QUICK)
+    q.update(overrides)
+    tr = q.pop("train", TrainConfig(warmup_epochs=QUICK["dense_epochs"]))
+    return SweepConfig(train=tr, **q)
+
+
+def open_store(out_dir, cfg: SweepConfig, quick: bool) -> RunStore:
+    """The sweep directory's store; writes ``sweep.json`` (the resolved config) or checks it.
+
+    One directory holds one config (``cfg.signature()``; only ``trials`` may change), so that
+    ``fpe report`` never mixes runs of different settings.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    meta_path = os.path.join(out_dir, "sweep.json")
+    meta = {"kind": KIND, "quick": bool(quick), "config": asdict(cfg),
+            "grids": {g.name: {"paper": g.paper, "axis": g.axis, "points": [list(p) for p in g.points]}
+                      for g in make_grids(cfg.k, quick).values()}}
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                old = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FPEError(f"{meta_path} is unreadable ({exc}); move it away or use another --out") from exc
+        old_sig = dict(old.get("config", {}))
+        old_sig.pop("trials", None)
+        new_sig = json.loads(json.dumps(cfg.signature()))
+        if old.get("kind") != KIND or old_sig != new_sig or bool(old.get("quick")) != bool(quick):
+            diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
+            raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff) or 'quick/kind'} differ); "
+                           "use another --out")
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp, meta_path)
+    return RunStore(os.path.join(out_dir, STORE_NAME))
+
+
+def sibling_stores(out_dir) -> list:
+    """Stores of the other sweep directories next to ``out_dir`` (finished runs are looked up there)."""
+    here = os.path.abspath(os.path.join(out_dir, STORE_NAME))
+    paths = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(out_dir)), "*", STORE_NAME)))
+    return [RunStore(p) for p in paths if os.path.abspath(p) != here]
+
+
+def run_boolean_sweep(cfg: SweepConfig, out_dir, grid_names=DEFAULT_ORDER, *, quick=False, executor=None,
+                      progress=None, lookup=None, log=None, run_fn=None):
+    """Plan the grids, open the store and run what is missing (``fpe sweep boolean``).
+
+    ``lookup`` defaults to the stores of sibling directories; ``run_fn`` (default
+    ``boolean_run``) exists for tests that simulate a crash.
+    """
+    keys = plan(cfg, grid_names, quick, log)
+    store = open_store(out_dir, cfg, quick)
+    if lookup is None:
+        lookup = sibling_stores(out_dir)
+    return run_sweep(keys, run_fn or boolean_run, store, kind=KIND, executor=executor, progress=progress,
+                     lookup=lookup, log=log)

@@ -1,0 +1,391 @@
+"""A resumable, parallel sweep runner: a grid of runs through a ``concurrent.futures.Executor``.
+
+Paper: none directly; this is the machinery behind Sec. 3.2 (Figures 3 and 4, Tables A1/A2),
+which are grids of hundreds of independent trainings.
+
+The model
+---------
+A *run* is identified by its *key*: a JSON-able dict holding everything that determines its
+result (for the Boolean sweep: ``m, k, hidden, alpha, trial, seed``, epochs, data size and the
+whole training config). ``run_id(key)`` is a hash of the canonical JSON of the key, so two
+runs with the same key are the same run, whichever grid asked for it.
+
+A *store* is one ``runs.jsonl``: one JSON line per finished run, appended by the parent
+process the moment the run's future completes. Each line holds ``run_id``, ``key``, the
+run's result fields and the timing fields ``TIMING_FIELDS`` (the only fields that differ
+between two invocations with the same seeds).
+
+Crash safety (the "kill" guarantees)
+------------------------------------
+* A line is written with one ``os.write`` on an ``O_APPEND`` descriptor under an exclusive
+  ``flock`` and then ``fsync``-ed: a regular-file write is not split by a signal, so a
+  finished run is either fully on disk or not at all, and two invocations appending to one
+  store do not interleave.
+* Should a line still be cut (power loss, full disk), readers skip lines that are not valid
+  JSON (that run is simply run again), and ``append`` first terminates an unterminated last
+  line so the next record never glues onto a broken one.
+
+Resume: ``run_sweep`` loads the store, skips every key already there, and runs only the rest.
+Killing a sweep (Ctrl-C, ``kill``, a run that raises) loses at most the runs in flight.
+
+Executors
+---------
+``executor=None`` runs serially in this process (debuggable; what tests use).
+``local_executor(jobs)`` is a ``ProcessPoolExecutor`` (spawned workers, BLAS limited to one
+thread each, so ``jobs`` workers use ``jobs`` cores). ``dask_executor(address)`` returns
+dask.distributed's ``Client.get_executor()``: the same sweep on a Dask cluster, with
+``fpe-ref`` installed on the workers (optional extra ``pip install fpe-ref[dask]``).
+
+At most ``window`` runs are in flight at a time (submitted in plan order), so the plan's
+order is the order of work and a failure leaves few runs to cancel.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import fcntl
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+from .errors import FPEError
+
+# Fields that may differ between two invocations with the same seeds (excluded from identity checks).
+TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
+
+STORE_NAME = "runs.jsonl"
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+# ---------------------------------------------------------------- keys
+def canonical(key: dict) -> str:
+    """The canonical JSON of a key (sorted keys, tuples as lists): equal keys give equal strings."""
+    try:
+        return json.dumps(key, sort_keys=True, separators=(",", ":"))
+    except TypeError as exc:
+        raise FPEError(f"run key is not JSON-serialisable: {exc}") from exc
+
+
+def run_id(key: dict) -> str:
+    """A 16-hex-digit id of the run: sha1 of ``canonical(key)``."""
+    return hashlib.sha1(canonical(key).encode()).hexdigest()[:16]
+
+
+def strip_timing(rec: dict) -> dict:
+    """The record without ``TIMING_FIELDS``: what two invocations with the same seeds agree on."""
+    return {k: v for k, v in rec.items() if k not in TIMING_FIELDS}
+
+
+# ---------------------------------------------------------------- store
+class RunStore:
+    """One ``runs.jsonl``: load finished runs, append one run atomically (module docstring)."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+
+    def __repr__(self):
+        return f"RunStore({self.path!r})"
+
+    def records(self) -> list:
+        """Every valid record in file order; a line that is not valid JSON is skipped."""
+        out = []
+        if not os.path.exists(self.path):
+            return out
+        with open(self.path, "rb") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # a cut line: that run is run again
+                if isinstance(rec, dict) and "run_id" in rec:
+                    out.append(rec)
+        return out
+
+    def load(self) -> dict:
+        """``{run_id: record}`` of the finished runs (the first record of an id wins)."""
+        done = {}
+        for rec in self.records():
+            done.setdefault(rec["run_id"], rec)
+        return done
+
+    def append(self, rec: dict) -> None:
+        """Append ``rec`` as one line: one ``os.write`` under ``flock``, then ``fsync``."""
+        data = (json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n").encode()
+        d = os.path.dirname(self.path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size:
+                with open(self.path, "rb") as f:  # terminate a line cut by an earlier crash
+                    f.seek(size - 1)
+                    if f.read(1) != b"\n":
+                        data = b"\n" + data
+            view = memoryview(data)
+            while view:  # one write in practice; loop only on a short write (full disk)
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- executors
+def _limit_blas_threads():
+    """One BLAS thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
+    for name in _BLAS_ENV:
+        os.environ.setdefault(name, "1")
+
+
+def local_executor(jobs: int) -> cf.Executor:
+    """``jobs`` local worker processes (spawned, one BLAS thread each)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise FPEError(f"--jobs must be a positive integer, got {jobs!r}")
+    import multiprocessing as mp
+
+    _limit_blas_threads()  # inherited by the spawned workers through the environment
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                                  initializer=_limit_blas_threads)
+
+
+def dask_executor(address: str):
+    """``(executor, client)`` for the Dask scheduler at ``address`` (``Client.get_executor()``).
+
+    Needs the optional extra ``dask[distributed]``; the workers must be able to import fpe_ref.
+    Close the client when done.
+    """
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise FPEError("--executor dask needs the optional extra: pip install 'fpe-ref[dask]' "
+                       "(or pip install 'dask[distributed]')") from exc
+    if not address:
+        raise FPEError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
+    try:
+        client = Client(address, timeout="30s")
+    except OSError as exc:
+        raise FPEError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
+    return client.get_executor(), client
+
+
+def executor_workers(executor) -> int:
+    """How many runs the executor works on at once (for the in-flight window)."""
+    if executor is None:
+        return 1
+    n = getattr(executor, "_max_workers", None)
+    if n:
+        return int(n)
+    client = getattr(executor, "_client", None)  # dask.distributed ClientExecutor
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:  # noqa: BLE001 - a scheduler that cannot answer: be conservative
+            return 4
+    return 4
+
+
+# ---------------------------------------------------------------- progress
+@dataclass
+class LineProgress:
+    """A line-based progress bar (readable in a ``nohup`` log): runs done / total and ETA.
+
+    The ETA is this invocation's rate (runs finished here per wall second) applied to the
+    runs left; runs found finished in the store do not count towards the rate.
+    """
+
+    total: int
+    done: int = 0  # finished before this invocation (resume) or reused
+    label: str = "sweep"
+    stream: object = None
+    min_interval: float = 0.0  # seconds between lines (the last line is always printed)
+    _t0: float = field(default_factory=time.monotonic)
+    _new: int = 0
+    _last: float = -1e9
+
+    def _fmt(self, s):
+        s = int(round(s))
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+    def line(self) -> str:
+        el = time.monotonic() - self._t0
+        left = self.total - self.done
+        if self._new and left:
+            eta = self._fmt(el / self._new * left)
+        else:
+            eta = "0:00:00" if not left else "?"
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"[{self.label}] {self.done}/{self.total} runs done ({pct:.0f}%), "
+                f"{self._new} this session, elapsed {self._fmt(el)}, ETA {eta}")
+
+    def start(self):
+        self._t0 = time.monotonic()
+        self._print(force=True)
+
+    def update(self, n=1, note=""):
+        self.done += n
+        self._new += n
+        self._print(force=self.done >= self.total, note=note)
+
+    def _print(self, force=False, note=""):
+        now = time.monotonic()
+        if not force and now - self._last < self.min_interval:
+            return
+        self._last = now
+        print(self.line() + (f"  {note}" if note else ""), file=self.stream or sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- the runner
+def _timed_call(fn, key):
+    """Runs in the worker: ``fn(key)`` plus where and how long (the timing fields)."""
+    t0 = time.perf_counter()
+    result = fn(key)
+    if not isinstance(result, dict):
+        raise TypeError(f"the run function must return a dict, got {type(result).__name__}")
+    return result, {"elapsed_s": round(time.perf_counter() - t0, 3), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def make_record(key: dict, result: dict, timing: dict, kind: str) -> dict:
+    rec = {"run_id": run_id(key), "sweep": kind, "key": key, **result}
+    rec.update(timing)
+    rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return rec
+
+
+def _log_failure(log, rid, key, exc, records, plan, store):
+    log(f"sweep stopped: run {rid} {canonical(key)} raised {exc!r}; {len(records)}/{len(plan)} finished "
+        f"runs are in {store.path}; run the same command again to resume")
+
+
+@dataclass
+class SweepResult:
+    total: int  # distinct runs in the plan
+    already: int  # found finished in the store
+    reused: int  # copied from another store
+    ran: int  # run by this invocation
+    records: dict  # run_id -> record, for every run of the plan that is finished
+
+
+def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=None, progress=None,
+              lookup=(), log=None) -> SweepResult:
+    """Run every key of ``keys`` not yet in ``store``; append each result the moment it finishes.
+
+    Parameters
+    ----------
+    keys : iterable of dict
+        The plan, in the order the work should be done (duplicates are dropped).
+    fn : callable(key) -> dict
+        The per-run function, a module-level function (it is pickled to the workers). Its
+        result is stored as the record's fields next to ``run_id``, ``sweep``, ``key``.
+    store : RunStore
+    kind : str
+        The sweep kind written into every record (``"boolean"``); ``fpe report`` dispatches on it.
+    executor : concurrent.futures.Executor, optional
+        ``None``: run serially in this process.
+    window : int, optional
+        Runs in flight at most (default twice the executor's workers).
+    progress : LineProgress-like, optional
+        ``start()``, then ``update(n)`` after each finished run (its ``total``/``done`` are set here).
+    lookup : iterable of RunStore
+        Other stores whose finished runs with the same key are copied into ``store`` (with
+        ``reused_from``) instead of being run again.
+    log : callable(str), optional
+
+    Raises
+    ------
+    The first exception a run raises, after the runs already in flight have finished and
+    been stored and the rest cancelled: rerunning the same sweep resumes.
+    """
+    log = log or (lambda s: print(s, file=sys.stderr))
+    plan, seen = [], set()
+    for key in keys:
+        rid = run_id(key)
+        if rid not in seen:
+            seen.add(rid)
+            plan.append((rid, key))
+    done = store.load()
+    records = {rid: done[rid] for rid, _ in plan if rid in done}
+    already = len(records)
+    reused = 0
+    todo = [(rid, key) for rid, key in plan if rid not in records]
+    for other in lookup:
+        if not todo or os.path.abspath(other.path) == os.path.abspath(store.path):
+            continue
+        found = other.load()
+        keep = []
+        for rid, key in todo:
+            if rid in found and canonical(found[rid].get("key")) == canonical(key):
+                rec = dict(found[rid])
+                rec["reused_from"] = other.path
+                store.append(rec)
+                records[rid] = rec
+                reused += 1
+            else:
+                keep.append((rid, key))
+        todo = keep
+    if progress is not None:
+        progress.total, progress.done = len(plan), len(records)
+        progress.start()
+
+    def finish(rid, key, result, timing):
+        rec = make_record(key, result, timing, kind)
+        store.append(rec)
+        records[rid] = rec
+        if progress is not None:
+            progress.update(1)
+
+    ran = 0
+    if executor is None:
+        for rid, key in todo:
+            try:
+                result, timing = _timed_call(fn, key)
+            except Exception as exc:
+                _log_failure(log, rid, key, exc, records, plan, store)
+                raise
+            finish(rid, key, result, timing)
+            ran += 1
+        return SweepResult(len(plan), already, reused, ran, records)
+
+    window = window or 2 * executor_workers(executor)
+    queue = list(reversed(todo))  # pop() from the end = plan order
+    running = {}
+    failure = None
+    try:
+        while queue or running:
+            while queue and failure is None and len(running) < window:
+                rid, key = queue.pop()
+                running[executor.submit(_timed_call, fn, key)] = (rid, key)
+            finished, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                rid, key = running.pop(fut)
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is not None:
+                    if failure is None:
+                        failure = (rid, key, exc)
+                        for other in running:  # not yet started ones never start
+                            other.cancel()
+                        queue.clear()
+                    continue
+                result, timing = fut.result()
+                finish(rid, key, result, timing)
+                ran += 1
+    except BaseException:
+        for fut in running:
+            fut.cancel()
+        raise
+    if failure is not None:
+        rid, key, exc = failure
+        _log_failure(log, rid, key, exc, records, plan, store)
+        raise exc
+    return SweepResult(len(plan), already, reused, ran, records)

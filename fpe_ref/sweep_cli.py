@@ -1,0 +1,151 @@
+"""``fpe sweep boolean`` and ``fpe report``: click commands, registered by ``cli.py``.
+
+Kept thin, as the house style asks: each command builds a config and calls
+``fpe_ref.boolean_sweep`` / ``fpe_ref.report``. They take the shared option helpers of
+``cli.py`` as arguments (``commands(...)``) so that this module never imports ``cli``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from .errors import FPEError
+
+
+def commands(seed_option, train_options, train_config):
+    """The ``sweep`` group and the ``report`` command, built with ``cli.py``'s shared options."""
+
+    @click.group()
+    def sweep():
+        """Grids of runs (Sec. 3.2): resumable, parallel, on this machine or a Dask cluster.
+
+        Every finished run is appended at once to <out>/runs.jsonl; rerunning the same
+        command skips finished runs, so a killed sweep resumes where it stopped.
+        """
+
+    @sweep.command("boolean")
+    @click.option("--grid", "grids", multiple=True,
+                  type=click.Choice(["all", "tables", "fig3a", "fig3b", "tables-alpha4", "fig3c"]),
+                  help="Which grids to run, in this order (repeatable). Default: all, in the order "
+                       "tables, fig3a, fig3b, tables-alpha4, fig3c. tables: Tables A1/A2 (8 neurons, "
+                       "12..128 literals, alpha 2); fig3a: 8 clauses, hidden 4..16; fig3b: 8 neurons, "
+                       "clauses 4..32; fig3c: hidden {4,8,12,16} x clauses {4,8,16,24,32}; all at alpha 2 and 4.")
+    @click.option("--quick", is_flag=True,
+                  help="Tiny grids, 4 + 4 epochs, 400 samples, 2 trials: a smoke test in seconds.")
+    @click.option("--trials", type=int, default=None, help="Trials per grid point and alpha (default 5; --quick: 2).")
+    @click.option("--dense-epochs", type=int, default=None, help="Dense pre-training epochs (default 1000).")
+    @click.option("--fpe-epochs", type=int, default=None, help="Epochs after the split, all three models (default 1000).")
+    @click.option("--n-samples", type=int, default=None,
+                  help="Data set size, train + test (default 10000; --quick: 400). The paper does not state it.")
+    @click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                  help="Share of the samples held out for testing. The paper does not state it.")
+    @click.option("--jobs", type=int, default=None,
+                  help="Local worker processes (default: every core, os.cpu_count()); 1 runs in this process.")
+    @click.option("--executor", "executor_kind", type=click.Choice(["local", "dask"]), default="local",
+                  show_default=True, help="local: a process pool on this machine; dask: a Dask cluster "
+                                          "(Client.get_executor(); needs pip install 'fpe-ref[dask]').")
+    @click.option("--scheduler", default=None, help="Address of the Dask scheduler, e.g. tcp://10.0.0.1:8786.")
+    @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Sweep directory (default results/boolean; --quick: results/boolean-quick).")
+    @seed_option
+    @train_options
+    def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
+                    scheduler, dry_run, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
+        """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
+
+        Each run is one trial of the Sec. 3.1 workflow (fpe_ref.case_study.run_trial) at one
+        grid point and alpha. Runs are identified by their full settings, so grids that share
+        a point compute it once, and finished runs in sibling sweep directories are reused.
+        Then: fpe report <out>.
+        """
+        from fpe_ref import boolean_sweep as bs
+        from fpe_ref.sweep import LineProgress, RunStore, dask_executor, local_executor
+
+        names = list(grids) or ["all"]
+        if "all" in names:
+            names = list(bs.DEFAULT_ORDER)
+        names = list(dict.fromkeys(names))
+        if quick and warmup_epochs == 1000:
+            warmup_epochs = bs.QUICK["dense_epochs"]
+        base = bs.QUICK if quick else {}
+        cfg = bs.SweepConfig(
+            trials=trials or base.get("trials", 5), dense_epochs=dense_epochs or base.get("dense_epochs", 1000),
+            fpe_epochs=fpe_epochs or base.get("fpe_epochs", 1000), n_samples=n_samples or base.get("n_samples", 10000),
+            test_fraction=test_fraction, seed=seed,
+            train=train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
+        out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")
+        if dry_run:
+            _print_plan(bs, cfg, names, quick, out_dir)
+            return
+        jobs = jobs or os.cpu_count() or 1
+        client = None
+        if executor_kind == "dask":
+            executor, client = dask_executor(scheduler)
+        elif scheduler:
+            raise FPEError("--scheduler is only used with --executor dask")
+        else:
+            executor = local_executor(jobs) if jobs > 1 else None
+        click.echo(f"sweep boolean: grids {', '.join(names)}; trials {cfg.trials}; epochs "
+                   f"{cfg.dense_epochs}+{cfg.fpe_epochs}; n={cfg.n_samples}; seed {cfg.seed}; "
+                   f"{'dask ' + scheduler if client else f'{jobs} local job(s)'} -> {out_dir}/runs.jsonl")
+        progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)
+        try:
+            res = bs.run_boolean_sweep(cfg, out_dir, names, quick=quick, executor=executor, progress=progress,
+                                       log=lambda s: click.echo(s, err=True))
+        finally:
+            if executor is not None and client is None:
+                executor.shutdown(wait=True, cancel_futures=True)
+            if client is not None:
+                client.close()
+        click.echo(f"done: {res.total} runs ({res.already} already finished, {res.reused} reused from other "
+                   f"sweeps, {res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}. "
+                   f"Next: fpe report {out_dir}")
+
+    @click.command("report")
+    @click.argument("sweep_dir", metavar="SWEEP")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Where the figures and tables go (default: the sweep directory).")
+    def report(sweep_dir, out_dir):
+        """runs.jsonl of SWEEP -> figures (PNG) and Markdown tables.
+
+        SWEEP is a sweep directory (results/boolean) or a name under results/ (boolean).
+        Relative improvement = mean FPE accuracy / mean dense accuracy, +- one standard error
+        (delta method), * where Welch's t-test gives p < 0.05; capacity and cosine fold change
+        (Figure 4a, b), least-squares fits with R^2 (Figure 4c), Tables A1/A2 (mean +- std)
+        beside the paper's, and absolute accuracies. Partially finished grids are reported
+        with their missing cells marked.
+        """
+        from fpe_ref import report as rp
+
+        path = sweep_dir
+        if not os.path.isdir(path) and os.path.isdir(os.path.join("results", sweep_dir)):
+            path = os.path.join("results", sweep_dir)
+        written = rp.report(path, out_dir)
+        for p in written:
+            click.echo(f"wrote {p}")
+
+    return sweep, report
+
+
+def _print_plan(bs, cfg, names, quick, out_dir):
+    from fpe_ref.sweep import RunStore, run_id
+
+    store = RunStore(os.path.join(out_dir, "runs.jsonl"))
+    done = set(store.load())
+    others = set()
+    for s in bs.sibling_stores(out_dir):
+        others |= set(s.load())
+    seen = set()
+    click.echo(f"plan for {out_dir} (trials {cfg.trials}, epochs {cfg.dense_epochs}+{cfg.fpe_epochs}):")
+    for name in names:
+        keys = bs.plan(cfg, [name], quick, log=lambda s: click.echo("  " + s))
+        ids = [run_id(k) for k in keys]
+        new = [i for i in ids if i not in seen]
+        seen |= set(ids)
+        click.echo(f"  {name:14s} {len(ids):4d} runs, {len(new):4d} not in an earlier grid, "
+                   f"{sum(i in done for i in ids):4d} finished, {sum(i in others and i not in done for i in ids):4d} "
+                   f"in sibling sweeps")
+    click.echo(f"  total distinct runs {len(seen)}, finished {len(seen & done)}, left {len(seen - done - others)}")
