@@ -42,7 +42,7 @@ from .errors import FPEError
 from .mlp import MLP, Ledger
 from .optim import Adam
 
-SPLITS = ("random", "clause")
+SPLITS = ("random", "clause", "gram", "two-four")
 
 
 @dataclass
@@ -72,14 +72,22 @@ class ExpandResult:
 
 
 def split_masks_for(split, h, d, alpha, rng, groups=None):
-    """The ``(h * alpha, d)`` partition for ``split`` = "random", "clause" or an explicit array."""
+    """The ``(h * alpha, d)`` partition for ``split`` (one of ``SPLITS``) or an explicit array.
+
+    "clause" and "gram" are both group splits; "gram" takes the clusters of the trained
+    layer's Gram matrix, ``groups=splits.gram_groups(W)`` (Sec. 3.3). "two-four" is the
+    A.7 2:4 structured split (alpha = 2, d divisible by 4).
+    """
     if isinstance(split, str):
         if split == "random":
             return splits.random_split(h, d, alpha, rng)
-        if split == "clause":
+        if split in ("clause", "gram"):
             if groups is None:
-                raise FPEError("split='clause' needs the clause groups (groups=...)")
+                what = "clause groups" if split == "clause" else "Gram clusters, splits.gram_groups(W)"
+                raise FPEError(f"split={split!r} needs the {what} (groups=...)")
             return splits.group_split(h, d, alpha, groups, rng)
+        if split == "two-four":
+            return splits.two_four_split(h, d, alpha, rng)
         raise FPEError(f"split must be one of {SPLITS} or an explicit mask array, got {split!r}")
     return splits.check_partition(split, h, d, alpha)
 
@@ -93,7 +101,7 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     model : MLP
         The trained parent; not modified.
     alpha : int >= 2, at most the layer's fan-in.
-    split : "random", "clause", or an explicit ``(h * alpha, d)`` 0/1 partition.
+    split : "random", "clause", "gram", "two-four", or an explicit ``(h * alpha, d)`` 0/1 partition.
     rng : numpy Generator (or int seed), drives the split and the tie-breaking.
     groups : list of index arrays (the clauses), for ``split="clause"`` (and Gram clusters).
     layer : the hidden layer to expand (1-based; never the output layer).

@@ -15,6 +15,9 @@ groups   (clause, Gram-cluster): all inputs of a group go to the same child. Gro
          visited in a random order, largest first (stable), and each goes to the child
          with the fewest inputs so far (ties: fewest groups, then lowest index). For equal
          group sizes (clauses) this is a round-robin, so groups are balanced over children.
+gram     (Sec. 3.3) the groups are clusters of the rows of the trained ``G = W^T W``
+         (``gram_groups``), then as ``groups``.
+2:4      (A.7, alpha = 2) every block of 4 consecutive inputs gives 2 to each child.
 explicit the caller's own ``(h * alpha, d)`` masks, validated to be a partition per parent.
 
 A child that would receive no inputs is an error, never a silent empty neuron.
@@ -139,3 +142,109 @@ def check_partition(masks, h: int, d: int, alpha: int) -> np.ndarray:
     if empty.size:
         raise FPEError(f"explicit split masks leave child row {empty[0]} with no inputs")
     return masks
+
+
+# ---------------------------------------------------------------- Gram-cluster split (Sec. 3.3)
+GRAM_LINKAGES = ("ward", "average", "complete")
+
+
+def gram_groups(W, n_clusters: int = 16, linkage: str = "ward") -> list:
+    """Feature groups for the Gram-cluster split: cluster the rows of ``G = W^T W``.
+
+    Paper: Sec. 3.3 "We then compute the feature Gram matrix of W1 ... cluster the rows of
+    the Gram matrix, and treat the clusters as groups of features that should remain
+    together, as is in the case of clauses." ``W`` is the trained dense ``(h, d)`` weight
+    matrix of the layer about to be split; row ``x`` of ``G`` (d, d) is
+    ``g_x = W^T w_x`` with ``w_x = W[:, x]``, so two inputs land in one cluster when they
+    overlap the other inputs in the same way (for clause-structured data, the literals of
+    one clause have equal rows: the Boolean case this imitates).
+
+    Choices the paper leaves open (ours):
+
+    * **Clustering**: agglomerative, ``scipy.cluster.hierarchy.linkage(G, method=linkage)``
+      on the Euclidean distance between rows of ``G``, cut with
+      ``fcluster(..., n_clusters, criterion="maxclust")``. Ward is the default because it
+      merges by least variance increase and so gives clusters of comparable size; average
+      and complete linkage on 784 pixels leave one giant cluster (the weakly used border
+      pixels) plus singletons, and a giant group cannot be balanced over children.
+      Deterministic: no random generator.
+    * **Number of clusters**: 16 by default (at least ``alpha`` are needed; capped at ``d``).
+      With ``alpha = 2`` this gives each child about 8 clusters, enough to balance the
+      input counts through ``group_partition``'s largest-first assignment, and few
+      enough that clusters are real groups (about 49 pixels each on FashionMNIST).
+
+    Returns a list of index arrays (sorted inputs, clusters ordered by their smallest input)
+    that partition ``range(d)``; pass it as ``groups=`` with ``split="gram"``.
+    """
+    from scipy.cluster import hierarchy
+
+    W = np.asarray(W, dtype=np.float64)
+    if W.ndim != 2 or W.size == 0:
+        raise FPEError(f"gram_groups needs a 2-D weight matrix (h, d), got shape {W.shape}")
+    if not np.all(np.isfinite(W)):
+        raise FPEError("gram_groups: the weight matrix contains NaN or inf")
+    if linkage not in GRAM_LINKAGES:
+        raise FPEError(f"linkage must be one of {GRAM_LINKAGES}, got {linkage!r}")
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise FPEError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    d = W.shape[1]
+    k = min(int(n_clusters), d)
+    if k == d:
+        return [np.array([x]) for x in range(d)]
+    G = W.T @ W  # (d, d)
+    Z = hierarchy.linkage(G, method=linkage, metric="euclidean")
+    labels = hierarchy.fcluster(Z, t=k, criterion="maxclust")  # (d,) in 1..k
+    groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    return sorted(groups, key=lambda g: int(g[0]))
+
+
+def gram_split(W, alpha: int, rng: np.random.Generator, n_clusters: int = 16, linkage: str = "ward") -> np.ndarray:
+    """Gram-cluster split of the ``h`` parents of ``W`` (h, d): ``(h * alpha, d)`` masks.
+
+    ``group_split`` over ``gram_groups(W, n_clusters, linkage)``: every cluster stays on one
+    child; each parent draws its own balanced assignment of clusters to children.
+    """
+    W = np.asarray(W)
+    if W.ndim != 2:
+        raise FPEError(f"gram_split needs a 2-D weight matrix (h, d), got shape {W.shape}")
+    h, d = W.shape
+    alpha = check_alpha(alpha, d)
+    return group_split(h, d, alpha, gram_groups(W, n_clusters, linkage), rng)
+
+
+# ---------------------------------------------------------------- 2:4 structured split (A.7)
+def two_four_split(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+    """2:4 structured split (A.7): ``(h * 2, d)`` masks in which every block of 4 is 2 + 2.
+
+    Paper: A.7 "For an expansion factor of alpha=2, each group of four consecutive weights
+    in the original dense neuron is randomly assigned such that two weights connect to one
+    sub-neuron and the other two connect to the second." So for every parent ``i`` and
+    every block ``[4b, 4b+4)`` of inputs, two inputs drawn uniformly (one of the
+    ``C(4, 2) = 6`` pairs) go to child 0 and the other two to child 1: each child row has
+    exactly 2 of every 4 consecutive entries on, the pattern sparse tensor cores accept.
+
+    Only ``alpha = 2`` exists (the paper defines no other), and ``d`` must be a multiple of
+    4 (784 and 512 are); anything else is an error rather than a silently different tail.
+    Re-sparsification can only remove further weights, so after ``expand`` each block of a
+    child row holds *at most* 2 non-zeros (still valid 2:4).
+    """
+    if check_alpha(alpha, d) != 2:
+        raise FPEError(f"the 2:4 split is defined for alpha=2 only, got alpha={alpha}")
+    if d % 4:
+        raise FPEError(f"the 2:4 split needs a fan-in divisible by 4, got d={d}")
+    n_blocks = d // 4
+    # rank of each of the 4 positions under a random key; the two lowest go to child 0
+    ranks = np.argsort(np.argsort(rng.random((h, n_blocks, 4)), axis=2), axis=2)  # (h, d/4, 4)
+    to_child0 = (ranks < 2).reshape(h, d)  # (h, d)
+    masks = np.empty((h * 2, d), dtype=bool)
+    masks[0::2] = to_child0
+    masks[1::2] = ~to_child0
+    return masks
+
+
+def is_two_four(M) -> bool:
+    """True when every row of ``M`` has at most 2 non-zeros in each block of 4 consecutive columns."""
+    M = np.asarray(M) != 0
+    if M.ndim != 2 or M.shape[1] % 4:
+        return False
+    return bool(np.all(M.reshape(M.shape[0], -1, 4).sum(axis=2) <= 2))
