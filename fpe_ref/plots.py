@@ -6,6 +6,7 @@ Matplotlib with the Agg backend; every function writes one PNG and returns its p
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -51,6 +52,7 @@ def gram_and_weights(models: dict, groups, alpha: int, path, title=""):
             ax.scatter(c, r, marker="x", s=10, c="k", linewidths=0.6, label="masked")
             for i in range(1, W1.shape[0] // alpha):
                 ax.axhline(i * alpha - 0.5, color="k", lw=1.2)
+        ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.set_title(f"{name}: W1 ({W1.shape[0]} x {W1.shape[1]})")
         ax.set_xlabel("literal")
         ax.set_ylabel("neuron")
