@@ -187,6 +187,16 @@ def _register_sweeps():
 _register_sweeps()
 
 
+def _register_golden():
+    """``fpe golden export|check`` lives in fpe_ref/golden_cli.py (the parity harness, docs/golden.md)."""
+    from fpe_ref.golden_cli import golden
+
+    fpe.add_command(golden)
+
+
+_register_golden()
+
+
 def main():
     try:
         fpe.main(standalone_mode=False)

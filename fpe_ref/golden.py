@@ -1,0 +1,649 @@
+"""Golden reference bundles: canonical tensors other implementations are checked against.
+
+A bundle is a directory with two files (format and names: ``docs/golden.md``):
+
+``golden.npz``
+    float64 arrays only, keyed ``<section>/<case>/<tensor>``. Inputs (weights, masks,
+    batches, split masks, tie-break keys) are stored next to the expected outputs, so a
+    checked implementation needs no random generator compatible with ours. Integer-valued
+    tensors (labels, masks, pruned positions) are float64 arrays holding exact integers.
+``manifest.json``
+    format version, fpe-ref version, seeds, every case's configuration, and for every
+    tensor its role (``input`` / ``expected``), shape, SHA-256 and tolerances.
+
+Sections (the issue's (a)-(d)):
+
+``forward``  activations, data loss and every parameter gradient of dense and expanded MLPs
+             (1 and 5 hidden layers, BCE and cross-entropy, with and without LayerNorm);
+``expand``   Alg. A1 with explicit split masks and an explicit tie-break key: resulting
+             weights, masks and pruned positions;
+``adam``     20 Adam steps with every penalty on, on fixed batches: loss, weights and both
+             moments after each step;
+``metrics``  Gram matrix, capacity and mean cosine on fixed weights.
+
+The expected outputs are computed by :func:`compute_numpy` -- our own layers, MLP, expand,
+optim and metrics -- and ``check --impl numpy`` calls the same function on the stored
+inputs, so our code reproduces the bundle exactly (tolerance 0). ``--impl torch`` runs the
+independent PyTorch implementation in :mod:`fpe_ref.torch_impl` (imported lazily).
+
+Tolerance rule, per expected tensor ``ref`` and computed ``x`` (both compared in float64)::
+
+    max_abs = max |x - ref|,   max_rel = max_abs / max |ref|,   pass iff max_rel <= tol
+
+i.e. the error is relative to the tensor's largest magnitude, not element by element (a
+gradient entry that is 0 up to cancellation has no meaningful elementwise relative error).
+Masks and pruned positions are exact (tol 0) in every dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__, layers
+from .errors import FPEError
+from .expand import expand
+from .metrics import capacity, gram, mean_cosine
+from .mlp import MLP
+from .optim import Adam, Penalties, penalty_loss_and_grads
+from .rng import stream
+
+FORMAT_VERSION = 1
+NPZ_NAME = "golden.npz"
+MANIFEST_NAME = "manifest.json"
+SEED = 20250  # the one seed every golden input derives from: stream(SEED, "golden", <case>)
+IMPLS = ("numpy", "torch")
+DEVICES = ("cpu", "cuda")
+DTYPES = ("float64", "float32")
+TOL_FLOAT64 = 1e-10  # relative to the tensor's largest magnitude, every non-exact tensor
+
+# float32 tolerances per kind of expected tensor (the first component of the tensor name
+# inside its case). Measured worst cases of the torch CPU run are in docs/golden.md; the
+# tolerances sit one to two orders of magnitude above them. None = exact in every dtype.
+TOL_FLOAT32 = {
+    ("forward", "act"): 1e-5,
+    ("forward", "logits"): 1e-5,
+    ("forward", "loss"): 1e-5,
+    ("forward", "grad"): 1e-4,
+    ("expand", "param"): 1e-6,  # copies of float32-rounded inputs: <= 2^-24 relative
+    ("expand", "mask"): None,
+    ("expand", "pruned"): None,
+    ("adam", "loss"): 1e-5,
+    ("adam", "param"): 1e-5,
+    ("adam", "m"): 2e-5,
+    ("adam", "v"): 2e-5,
+    ("metrics", "gram"): 1e-6,
+    ("metrics", "capacity"): 1e-6,
+    ("metrics", "capacity_total"): 1e-6,
+    ("metrics", "cosine"): 1e-6,
+}
+
+# Adam case hyper-parameters: larger than A.3.1's so that every penalty visibly moves the weights.
+ADAM_HPARAMS = {"lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "l1": 1e-3, "l2": 1e-3, "orth": 1e-2, "steps": 20,
+                "batch_size": 16}
+
+
+# ================================================================ the canonical cases
+@dataclass(frozen=True)
+class Case:
+    """One canonical case: its name (``<section>/<id>``) and JSON-able configuration."""
+
+    name: str
+    config: dict = field(hash=False)
+
+    @property
+    def section(self) -> str:
+        return self.config["section"]
+
+
+def canonical_cases() -> list:
+    """Every case of the bundle, in export order."""
+    cases = []
+    for depth in (1, 5):
+        for loss in ("bce", "xent"):
+            for ln in (False, True):
+                for kind in ("dense", "fpe"):
+                    name = f"forward/h{depth}_{loss}_{'ln' if ln else 'noln'}_{kind}"
+                    cases.append(Case(name, {"section": "forward", "hidden_layers": depth, "loss": loss,
+                                             "layer_norm": ln, "expanded": kind == "fpe", "n": 12}))
+    cases += [
+        Case("expand/h1_xent_alpha2", {"section": "expand", "parent_sizes": [6, 4, 3], "layer_norm": False,
+                                       "alpha": 2, "layer": 1, "parent_masked": False}),
+        Case("expand/h1_bce_alpha3", {"section": "expand", "parent_sizes": [9, 4, 1], "layer_norm": False,
+                                      "alpha": 3, "layer": 1, "parent_masked": False}),
+        Case("expand/h3_xent_ln_layer2_masked", {"section": "expand", "parent_sizes": [5, 6, 4, 6, 3],
+                                                 "layer_norm": True, "alpha": 2, "layer": 2,
+                                                 "parent_masked": True}),
+        Case("adam/h1_xent_fpe", {"section": "adam", "parent_sizes": [6, 4, 3], "layer_norm": False,
+                                  "expanded": True, **ADAM_HPARAMS}),
+        Case("adam/h2_bce_ln_dense", {"section": "adam", "parent_sizes": [6, 5, 4, 1], "layer_norm": True,
+                                      "expanded": False, **ADAM_HPARAMS}),
+        Case("metrics/dense", {"section": "metrics", "h": 8, "d": 12}),
+        Case("metrics/sparse_edge", {"section": "metrics", "h": 8, "d": 12}),
+    ]
+    return cases
+
+
+def _forward_sizes(cfg):
+    C = 1 if cfg["loss"] == "bce" else 4
+    return [6, 5, C] if cfg["hidden_layers"] == 1 else [6, 8, 6, 8, 6, 8, C]
+
+
+def _model_inputs(model: MLP) -> dict:
+    out = {f"param/{k}": v for k, v in model.params.items()}
+    out.update({f"mask/{k}": v.astype(np.float64) for k, v in model.masks.items()})
+    return out
+
+
+def _randomize_non_weights(model: MLP, rng):
+    """LayerNorm gain/shift away from 1/0 and larger biases, so their gradients are non-trivial."""
+    for k, v in model.params.items():
+        if k.endswith(".gamma"):
+            v[...] = rng.uniform(0.5, 1.5, size=v.shape)
+        elif k.endswith(".beta"):
+            v[...] = rng.uniform(-0.5, 0.5, size=v.shape)
+        elif k.startswith("b"):
+            v[...] = rng.uniform(-0.3, 0.3, size=v.shape)
+
+
+def _distinct_magnitudes(shape_a, shape_b, rng):
+    """Two weight matrices whose entries have pairwise distinct magnitudes, >= 1e-2 apart.
+
+    The global |w| ranking of Alg. A1 then has no ties except the duplicated columns (which
+    the stored tie-break key orders), and float32 rounding cannot reorder it.
+    """
+    na, nb = int(np.prod(shape_a)), int(np.prod(shape_b))
+    mags = 0.05 + 0.01 * rng.permutation(na + nb)
+    signs = np.where(rng.random(na + nb) < 0.5, -1.0, 1.0)
+    w = mags * signs
+    return w[:na].reshape(shape_a), w[na:].reshape(shape_b)
+
+
+def _random_split(h, d, alpha, rng, allowed=None):
+    """Random partition masks ``(h * alpha, d)`` (every child non-empty, also under ``allowed``)."""
+    for _ in range(1000):
+        child_of = np.stack([rng.permutation(np.arange(d) % alpha) for _ in range(h)])  # (h, d)
+        S = np.zeros((h * alpha, d), dtype=bool)
+        for i in range(h):
+            S[i * alpha + child_of[i], np.arange(d)] = True
+        eff = S if allowed is None else S & allowed[np.repeat(np.arange(h), alpha)]
+        if eff.any(axis=1).all():
+            return S
+    raise AssertionError("could not draw a split without empty children")  # pragma: no cover
+
+
+def build_inputs(case: Case) -> dict:
+    """The case's inputs (float64 arrays), drawn from ``stream(SEED, "golden", case.name)``."""
+    cfg = case.config
+    rng = stream(SEED, "golden", case.name)
+    if case.section == "forward":
+        sizes = _forward_sizes(cfg)
+        model = MLP.init(sizes, rng, layer_norm=cfg["layer_norm"])
+        _randomize_non_weights(model, rng)
+        if cfg["expanded"]:
+            for layer in ((1,) if cfg["hidden_layers"] == 1 else (1, 3)):
+                model = expand(model, 2, "random", rng, layer=layer).model
+        X = rng.normal(size=(cfg["n"], sizes[0]))
+        y = rng.integers(0, max(2, sizes[-1]), size=cfg["n"])
+        return {"X": X, "y": y.astype(np.float64), **_model_inputs(model)}
+    if case.section == "expand":
+        sizes, layer, alpha = cfg["parent_sizes"], cfg["layer"], cfg["alpha"]
+        model = MLP.init(sizes, rng, layer_norm=cfg["layer_norm"])
+        _randomize_non_weights(model, rng)
+        nW, nN = f"W{layer}", f"W{layer + 1}"
+        model.params[nW], model.params[nN] = _distinct_magnitudes(model.params[nW].shape,
+                                                                  model.params[nN].shape, rng)
+        masks = {}
+        if cfg["parent_masked"]:
+            for k in (nW, nN):
+                masks[k] = rng.random(model.params[k].shape) < 0.75
+        model = MLP(model.params, masks, cfg["layer_norm"])
+        h, d = model.params[nW].shape
+        S = _random_split(h, d, alpha, rng, masks.get(nW))
+        M1 = S & masks.get(nW, np.ones((h, d), dtype=bool))[np.repeat(np.arange(h), alpha)]
+        Mn = masks.get(nN, np.ones_like(model.params[nN], dtype=bool))
+        n_candidates = int(M1.sum() + Mn.sum() * alpha)
+        out = {f"parent/{k}": v for k, v in model.params.items()}
+        out.update({f"parent_mask/{k}": v.astype(np.float64) for k, v in model.masks.items()})
+        out["split"] = S.astype(np.float64)
+        out["tie_key"] = rng.random(n_candidates)
+        return out
+    if case.section == "adam":
+        sizes = cfg["parent_sizes"]
+        model = MLP.init(sizes, rng, layer_norm=cfg["layer_norm"])
+        _randomize_non_weights(model, rng)
+        if cfg["expanded"]:
+            model = expand(model, 2, "random", rng, layer=1).model
+        steps, B = cfg["steps"], cfg["batch_size"]
+        X = rng.normal(size=(steps, B, sizes[0]))
+        y = rng.integers(0, max(2, sizes[-1]), size=(steps, B))
+        out = {f"init/{k}": v for k, v in model.params.items()}
+        out.update({f"mask/{k}": v.astype(np.float64) for k, v in model.masks.items()})
+        return {"X": X, "y": y.astype(np.float64), **out}
+    if case.section == "metrics":
+        h, d = cfg["h"], cfg["d"]
+        W1 = rng.normal(size=(h, d))
+        groups = np.zeros((3, d))
+        for i in range(3):
+            groups[i, 4 * i:4 * i + 4] = 1.0  # three clauses of four consecutive literals
+        if case.name.endswith("sparse_edge"):
+            W1 *= rng.random((h, d)) < 0.6  # FPE-like sparsity
+            W1[3] = 0.0  # a neuron pruned away: skipped by the cosine
+            W1[:, 4:8] = 0.0  # the second clause reaches no neuron: capacity 0 by definition
+            groups[2, 11] = 0.0  # an input in no group
+        return {"W1": W1, "groups": groups}
+    raise AssertionError(case.section)  # pragma: no cover
+
+
+# ================================================================ the numpy reference path
+def _as(inputs, dtype):
+    """Fresh C-contiguous copies in ``dtype``: export and check feed identical memory to our code."""
+    return {k: np.array(v, dtype=dtype, order="C") for k, v in inputs.items()}
+
+
+def _mask(a, name):
+    if not np.all((a == 0) | (a == 1)):
+        raise FPEError(f"{name} must hold only 0 and 1")
+    return a == 1
+
+
+def _labels(y, name):
+    if not np.all(y == np.round(y)):
+        raise FPEError(f"{name} must hold integer labels")
+    return y.astype(np.int64)
+
+
+def _np_model(inputs, layer_norm, prefix="param/", mask_prefix="mask/"):
+    params = {k[len(prefix):]: v for k, v in inputs.items() if k.startswith(prefix)}
+    n_layers = sum(1 for k in params if k.startswith("W"))
+    try:
+        params = MLP._ordered(params, n_layers, layer_norm)
+    except KeyError as exc:
+        raise FPEError(f"the case lacks parameter {exc}") from exc
+    masks = {k[len(mask_prefix):]: _mask(v, k) for k, v in inputs.items() if k.startswith(mask_prefix)}
+    return MLP(params, masks, layer_norm)
+
+
+def _np_forward_record(model: MLP, X):
+    """Layer by layer with the core's layer functions, in MLP.forward's order, recording
+    ``a{l}`` (Linear output), ``n{l}`` (LayerNorm output) and ``h{l}`` (ReLU output)."""
+    acts, h, L = {}, X, model.n_layers
+    for l in range(1, L + 1):
+        a, _ = layers.linear_forward(h, model.params[f"W{l}"], model.params[f"b{l}"])
+        acts[f"a{l}"] = a
+        if l < L:
+            if model.layer_norm:
+                a, _ = layers.layernorm_forward(a, model.params[f"ln{l}.gamma"], model.params[f"ln{l}.beta"])
+                acts[f"n{l}"] = a
+            a, _ = layers.relu_forward(a)
+            acts[f"h{l}"] = a
+        h = a
+    return h, acts
+
+
+def _sorted_positions(p):
+    p = np.asarray(p, dtype=np.int64).reshape(-1, 2)
+    return p[np.lexsort((p[:, 1], p[:, 0]))]
+
+
+def _expand_with_key(model, alpha, split, key, layer):
+    """``expand`` with the stored tie-break key (the core's ``tie_key=``; a keyed rng otherwise)."""
+    if "tie_key" in inspect.signature(expand).parameters:
+        return expand(model, alpha, split, 0, layer=layer, tie_key=key)
+    return expand(model, alpha, split, _KeyedGenerator(key), layer=layer)  # pragma: no cover
+
+
+class _KeyedGenerator(np.random.Generator):  # pragma: no cover - fallback for a core without tie_key=
+    """A Generator whose only permitted draw, ``random(n)``, returns the stored key."""
+
+    def __init__(self, key):
+        super().__init__(np.random.PCG64(0))
+        self._key = np.asarray(key, dtype=np.float64)
+
+    def random(self, size=None, dtype=np.float64, out=None):
+        if size != self._key.size:
+            raise FPEError(f"expand drew {size} tie-break numbers, the bundle stores {self._key.size}")
+        return self._key.copy()
+
+
+def compute_numpy(case_cfg: dict, inputs: dict, dtype="float64") -> dict:
+    """Expected outputs of one case from its inputs, with fpe-ref's own code.
+
+    This is the function ``export`` uses to write the bundle and ``check --impl numpy`` uses
+    to verify it: the same code path on the same (stored) float64 inputs, hence identical
+    results. ``dtype="float32"`` runs our code in float32 (a sanity check of the tolerances).
+    """
+    dt = np.dtype(dtype)
+    x = _as(inputs, dt)
+    section = case_cfg["section"]
+    out = {}
+    if section == "forward":
+        model = _np_model(x, case_cfg["layer_norm"])
+        mirror, acts = _np_forward_record(model, x["X"])
+        logits, caches = model.forward(x["X"])
+        if not np.array_equal(mirror, logits):  # pragma: no cover - would be a bug in this module
+            raise AssertionError("golden's layer-by-layer forward differs from MLP.forward")
+        loss, dlogits = model.loss(logits, _labels(x["y"], "y"))
+        grads = model.backward(dlogits, caches)
+        out.update({f"act/{k}": v for k, v in acts.items()})
+        out["logits"] = logits
+        out["loss"] = np.array(loss)
+        out.update({f"grad/{k}": v for k, v in grads.items()})
+    elif section == "expand":
+        model = _np_model(x, case_cfg["layer_norm"], "parent/", "parent_mask/")
+        layer = case_cfg["layer"]
+        res = _expand_with_key(model, case_cfg["alpha"], _mask(x["split"], "split"),
+                               inputs["tie_key"].astype(np.float64), layer)
+        out.update({f"param/{k}": v for k, v in res.model.params.items()})
+        out.update({f"mask/{k}": v for k, v in res.model.masks.items()})
+        for k in (f"W{layer}", f"W{layer + 1}"):
+            out[f"pruned/{k}"] = _sorted_positions(res.pruned[k])
+    elif section == "adam":
+        model = _np_model(x, case_cfg["layer_norm"], "init/")
+        opt = Adam(model.params, case_cfg["lr"], tuple(case_cfg["betas"]), case_cfg["eps"])
+        pen = Penalties(case_cfg["l1"], case_cfg["l2"], case_cfg["orth"])
+        y = _labels(x["y"], "y")
+        rec = {"loss": []}
+        for t in range(case_cfg["steps"]):  # Alg. A3 lines 10-19 for one batch (train.train's inner loop)
+            logits, caches = model.forward(x["X"][t])
+            loss, dlogits = model.loss(logits, y[t])
+            grads = model.backward(dlogits, caches)
+            pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
+            for k in grads:
+                grads[k] += pen_grads[k]
+            opt.step(model.params, grads, model.masks)
+            rec["loss"].append(loss + pen_loss)
+            for k in model.params:
+                rec.setdefault(f"param/{k}", []).append(model.params[k].copy())
+                rec.setdefault(f"m/{k}", []).append(opt.m[k].copy())
+                rec.setdefault(f"v/{k}", []).append(opt.v[k].copy())
+        out = {k: np.array(v) for k, v in rec.items()}
+    elif section == "metrics":
+        W1 = x["W1"]
+        groups = [np.flatnonzero(g) for g in _mask(x["groups"], "groups")]
+        per, total = capacity(W1, groups)
+        out = {"gram": gram(W1), "capacity": per, "capacity_total": np.array(total),
+               "cosine": np.array(mean_cosine(W1))}
+    else:
+        raise FPEError(f"unknown section {section!r} in the bundle")
+    return out
+
+
+# ================================================================ platform fingerprint
+def _openblas_core() -> str:
+    """The OpenBLAS kernel family in use (e.g. "Haswell"), or "unknown" (Linux only; no extra deps)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln})
+    except OSError:
+        return "unknown"
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename64_",
+                    "openblas_get_corename"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return "unknown"
+
+
+def platform_fingerprint() -> dict:
+    """What decides the last bits of our float64 results: numpy, its BLAS and the CPU kernels used.
+
+    Our code is deterministic on one platform (also across BLAS thread counts), but
+    OpenBLAS picks its kernels by CPU (``OPENBLAS_CORETYPE``) and numpy dispatches its
+    SIMD loops (exp, log, sums) by CPU features, and different kernels round differently.
+    ``check --impl numpy`` is exact where this fingerprint equals the bundle's.
+    """
+    import platform
+
+    try:
+        from numpy._core import _multiarray_umath as mu
+    except ImportError:  # numpy < 2
+        from numpy.core import _multiarray_umath as mu
+    feats = sorted(k for k in getattr(mu, "__cpu_dispatch__", []) if getattr(mu, "__cpu_features__", {}).get(k))
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # noqa: BLE001 - numpy < 1.26 has no dict mode
+        blas = "unknown"
+    return {"numpy": np.__version__, "blas": blas, "blas_core": _openblas_core(), "machine": platform.machine(),
+            "numpy_simd": feats}
+
+
+# ================================================================ bundle files
+def _sha256(a) -> str:
+    return hashlib.sha256(np.array(a, dtype="<f8", order="C").tobytes()).hexdigest()
+
+
+def _write_npz(path, arrays: dict):
+    """An .npz ``np.load`` reads, written byte-for-byte reproducibly (sorted names, fixed timestamps)."""
+    tmp = f"{path}.tmp"
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.array(arrays[name], dtype="<f8", order="C"), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _tolerances(section, name):
+    kind = name.split("/", 1)[0]
+    exact = TOL_FLOAT32[(section, kind)] is None
+    return {"float64": 0.0 if exact else TOL_FLOAT64, "float32": 0.0 if exact else TOL_FLOAT32[(section, kind)]}
+
+
+def export_bundle(out_dir, *, force=False) -> dict:
+    """Write ``golden.npz`` and ``manifest.json`` into ``out_dir``; returns the manifest.
+
+    Deterministic: two exports give byte-identical files.
+    """
+    out_dir = os.fspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FPEError(f"{out_dir} exists and is not a directory")
+    existing = [n for n in (NPZ_NAME, MANIFEST_NAME) if os.path.exists(os.path.join(out_dir, n))]
+    if existing and not force:
+        raise FPEError(f"{out_dir} already holds a bundle ({', '.join(existing)}); pass --force to overwrite")
+    os.makedirs(out_dir, exist_ok=True)
+    arrays, tensors, cases = {}, {}, {}
+    for case in canonical_cases():
+        inputs = {k: np.array(v, dtype=np.float64, order="C") for k, v in build_inputs(case).items()}
+        expected = compute_numpy(case.config, inputs)
+        clash = set(inputs) & set(expected)
+        if clash:  # pragma: no cover - a naming bug in this module
+            raise AssertionError(f"{case.name}: input and expected tensors share names {sorted(clash)}")
+        cases[case.name] = {**case.config, "seed_stream": [SEED, "golden", case.name]}
+        for role, group in (("input", inputs), ("expected", expected)):
+            for k in sorted(group):
+                a = np.asarray(group[k], dtype=np.float64)
+                full = f"{case.name}/{k}"
+                arrays[full] = a
+                entry = {"role": role, "shape": list(a.shape), "sha256": _sha256(a)}
+                if role == "expected":
+                    entry["tol"] = _tolerances(case.section, k)
+                tensors[full] = entry
+    manifest = {
+        "format": "fpe-ref golden bundle",
+        "format_version": FORMAT_VERSION,
+        "fpe_ref_version": __version__,
+        "arrays": NPZ_NAME,
+        "dtype": "float64 (labels, masks and pruned positions hold exact integers)",
+        "platform": platform_fingerprint(),
+        "seeds": {"master": SEED, "rule": "inputs of case <c> are drawn from fpe_ref.rng.stream(master, 'golden', <c>)"},
+        "tolerance_rule": "max|x - ref| <= tol * max|ref| per tensor, compared in float64; tol 0 = exact",
+        "conventions": "docs/golden.md",
+        "cases": cases,
+        "tensors": tensors,
+    }
+    _write_npz(os.path.join(out_dir, NPZ_NAME), arrays)
+    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=False)
+        f.write("\n")
+    return manifest
+
+
+def load_bundle(bundle_dir):
+    """``(manifest, arrays)`` of a bundle; FPEError if missing, of another format version, or unreadable."""
+    bundle_dir = os.fspath(bundle_dir)
+    mpath, apath = os.path.join(bundle_dir, MANIFEST_NAME), os.path.join(bundle_dir, NPZ_NAME)
+    for p in (mpath, apath):
+        if not os.path.isfile(p):
+            raise FPEError(f"{p} not found: not a golden bundle directory (write one with `fpe golden export`)")
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise FPEError(f"cannot read {mpath}: {exc}") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise FPEError(f"{mpath} has golden format version {manifest.get('format_version')}, "
+                       f"this fpe-ref reads {FORMAT_VERSION}")
+    try:
+        with np.load(apath, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise FPEError(f"cannot read {apath}: {exc}") from exc
+    return manifest, arrays
+
+
+# ================================================================ check
+@dataclass
+class Row:
+    """One compared tensor."""
+
+    name: str
+    shape: tuple
+    max_abs: float
+    max_rel: float
+    tol: float
+    ok: bool
+    note: str = ""
+
+
+@dataclass
+class CheckReport:
+    """Everything ``check`` compared, and how."""
+
+    header: str
+    rows: list
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.rows if not r.ok]
+
+    def lines(self):
+        yield self.header
+        w = max([len(r.name) for r in self.rows] + [6])
+        yield f"{'tensor'.ljust(w)}  {'shape':<14} {'max_abs_err':>11} {'max_rel_err':>11} {'tol':>7}  status"
+        for r in self.rows:
+            shape = "x".join(map(str, r.shape)) or "scalar"
+            status = "ok" if r.ok else "FAIL"
+            note = f"  {r.note}" if r.note else ""
+            yield (f"{r.name.ljust(w)}  {shape:<14} {r.max_abs:11.3e} {r.max_rel:11.3e} {r.tol:7.0e}  "
+                   f"{status}{note}")
+        n, k = len(self.rows), len(self.failed)
+        worst = max(self.rows, key=lambda r: r.max_rel, default=None)
+        tail = f"; worst relative error {worst.max_rel:.3e} ({worst.name})" if worst else ""
+        if k:
+            yield f"FAILED: {k} of {n} tensors: " + ", ".join(r.name for r in self.failed[:10]) + (" ..." if k > 10 else "")
+        else:
+            yield f"passed: {n} of {n} tensors within tolerance{tail}"
+
+
+def _compare(name, x, ref, tol) -> Row:
+    ref = np.asarray(ref, dtype=np.float64)
+    if x is None:
+        return Row(name, ref.shape, float("nan"), float("nan"), tol, False, "not computed by the implementation")
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != ref.shape:
+        return Row(name, ref.shape, float("nan"), float("nan"), tol, False, f"shape {x.shape} != expected {ref.shape}")
+    if not np.all(np.isfinite(x)):
+        return Row(name, ref.shape, float("nan"), float("nan"), tol, False, "NaN or inf")
+    max_abs = float(np.max(np.abs(x - ref))) if ref.size else 0.0
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    return Row(name, ref.shape, max_abs, max_rel, tol, max_rel <= tol)
+
+
+def _implementation(impl, device, dtype):
+    """``compute(case_cfg, inputs) -> outputs`` and a description, for the chosen implementation."""
+    if impl not in IMPLS:
+        raise FPEError(f"--impl must be one of {IMPLS}, got {impl!r}")
+    if device not in DEVICES:
+        raise FPEError(f"--device must be one of {DEVICES}, got {device!r}")
+    if dtype not in DTYPES:
+        raise FPEError(f"--dtype must be one of {DTYPES}, got {dtype!r}")
+    if impl == "numpy":
+        if device != "cpu":
+            raise FPEError("--impl numpy runs on the CPU only; use --impl torch --device cuda for a GPU")
+        return (lambda cfg, inputs: compute_numpy(cfg, inputs, dtype)), f"numpy {np.__version__} (fpe-ref's own code)"
+    try:
+        from . import torch_impl
+    except ImportError as exc:
+        raise FPEError(f"--impl torch needs PyTorch ({exc}); install the extra: pip install 'fpe-ref[torch]'") from exc
+    dev = torch_impl.resolve_device(device)
+    return (lambda cfg, inputs: torch_impl.compute(cfg, inputs, dev, dtype)), torch_impl.describe(dev)
+
+
+def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=None) -> CheckReport:
+    """Recompute every expected tensor of the bundle from its stored inputs and compare.
+
+    ``impl="numpy"`` in float64 must match exactly (tolerance 0) on the platform that wrote
+    the bundle (:func:`platform_fingerprint`; elsewhere the float64 tolerances apply and the
+    header says why); otherwise each tensor's manifest tolerance for ``dtype`` applies. ``only`` restricts the check to tensors whose
+    name contains that substring. Stored tensors whose SHA-256 differs from the manifest
+    (a corrupted bundle) fail, named.
+    """
+    manifest, arrays = load_bundle(bundle_dir)
+    compute, desc = _implementation(impl, device, dtype)
+    exact = impl == "numpy" and dtype == "float64"
+    platform_note = ""
+    if exact:
+        here, there = platform_fingerprint(), manifest.get("platform", {})
+        diff = [f"{k} {there.get(k)!r} -> {here[k]!r}" for k in here if there.get(k) != here[k]]
+        if diff:
+            exact = False
+            platform_note = ("; bundle written on another platform (" + ", ".join(diff) +
+                             "), so exact equality is not promised: using the float64 tolerances")
+    rows = []
+    tensors = manifest["tensors"]
+    for full, entry in tensors.items():
+        if full not in arrays:
+            raise FPEError(f"{bundle_dir}: tensor {full} is in the manifest but not in {NPZ_NAME}")
+    for case_name, cfg in manifest["cases"].items():
+        prefix = f"{case_name}/"
+        names = [k for k in tensors if k.startswith(prefix)]
+        wanted = [k for k in names if tensors[k]["role"] == "expected" and (only is None or only in k)]
+        if not wanted:
+            continue
+        bad_input = [k for k in names if tensors[k]["role"] == "input" and _sha256(arrays[k]) != tensors[k]["sha256"]]
+        inputs = {k[len(prefix):]: arrays[k] for k in names if tensors[k]["role"] == "input"}
+        got = compute(cfg, inputs)
+        for k in wanted:
+            tol = 0.0 if exact else float(tensors[k]["tol"][dtype])
+            row = _compare(k, got.get(k[len(prefix):]), arrays[k], tol)
+            if _sha256(arrays[k]) != tensors[k]["sha256"]:
+                row.ok, row.note = False, (row.note + "; " if row.note else "") + "stored tensor differs from the manifest's SHA-256 (corrupted bundle)"
+            if bad_input:
+                row.ok = False
+                row.note = (row.note + "; " if row.note else "") + f"corrupted input {bad_input[0]}"
+            rows.append(row)
+    if not rows:
+        raise FPEError(f"no expected tensor of the bundle matches --only {only!r}")
+    mode = "exact (tolerance 0)" if exact else f"manifest tolerances for {dtype}"
+    header = (f"fpe golden check: bundle {os.fspath(bundle_dir)} (format {manifest['format_version']}, "
+              f"written by fpe-ref {manifest.get('fpe_ref_version')}); impl {desc}; device {device}; "
+              f"dtype {dtype}; {mode}{platform_note}; max_rel_err = max|x - ref| / max|ref|")
+    return CheckReport(header, rows)

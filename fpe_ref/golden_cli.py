@@ -1,0 +1,66 @@
+"""``fpe golden``: export the golden reference bundle and check an implementation against it.
+
+Thin click commands over :mod:`fpe_ref.golden`; registered on the ``fpe`` group in ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.group()
+def golden():
+    """Golden reference tensors, and the parity check of other implementations against them.
+
+    A bundle (golden.npz + manifest.json, described in docs/golden.md) holds fixed inputs
+    and our expected outputs for the MLP forward/backward pass, FPE expansion (Alg. A1),
+    20 Adam steps with the penalties of Alg. A3, and the interference metrics.
+    """
+
+
+@golden.command("export")
+@click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite a bundle already in DIR.")
+def export_cmd(out_dir, force):
+    """Write the golden bundle into DIR (deterministic: two exports are byte-identical)."""
+    from fpe_ref.golden import MANIFEST_NAME, NPZ_NAME, export_bundle
+
+    manifest = export_bundle(out_dir, force=force)
+    tensors = manifest["tensors"].values()
+    n_in = sum(1 for t in tensors if t["role"] == "input")
+    sections = {}
+    for name in manifest["cases"]:
+        sections.setdefault(name.split("/")[0], []).append(name)
+    click.echo(f"golden bundle format {manifest['format_version']} (fpe-ref {manifest['fpe_ref_version']}, "
+               f"seed {manifest['seeds']['master']}): {len(manifest['cases'])} cases, "
+               f"{n_in} input and {len(manifest['tensors']) - n_in} expected tensors")
+    for sec, names in sections.items():
+        click.echo(f"  {sec:<8} {len(names):>2} cases: " + ", ".join(n.split("/", 1)[1] for n in names))
+    click.echo(f"wrote {out_dir}/{NPZ_NAME} and {out_dir}/{MANIFEST_NAME}")
+
+
+@golden.command("check")
+@click.argument("bundle_dir", metavar="DIR", type=click.Path(file_okay=False))
+@click.option("--impl", type=click.Choice(["numpy", "torch"]), required=True,
+              help="numpy: fpe-ref's own code (exact on the exporting platform). "
+                   "torch: the independent PyTorch implementation (extra 'torch').")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the torch implementation runs.")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
+              help="Precision of the checked implementation; the tolerances for it are in the manifest.")
+@click.option("--only", default=None, help="Check only the tensors whose name contains this text.")
+def check_cmd(bundle_dir, impl, device, dtype, only):
+    """Recompute every expected tensor of the bundle in DIR from its stored inputs and compare.
+
+    Prints the max absolute and relative error of every tensor (relative to the tensor's
+    largest magnitude) and exits with status 1 if any tensor is outside its tolerance.
+    """
+    from fpe_ref.golden import check_bundle
+
+    report = check_bundle(bundle_dir, impl=impl, device=device, dtype=dtype, only=only)
+    for line in report.lines():
+        click.echo(line)
+    if report.failed:
+        sys.exit(1)

@@ -1,0 +1,229 @@
+"""A second, independent implementation of FPE in PyTorch, for ``fpe golden check --impl torch``.
+
+Written from the conventions in ``docs/golden.md``, not from our NumPy code: autograd for
+every gradient, ``torch.nn.functional`` for Linear / LayerNorm / the losses,
+``torch.optim.Adam`` for the optimizer, and Alg. A1 re-implemented with torch ops. It
+runs on the CPU or a CUDA device, in float64 or float32. Only ``fpe_ref.golden`` imports
+this module, lazily, so fpe-ref itself never needs torch (extra ``torch``).
+
+Masks: a masked weight ``W`` enters every computation as ``W * M`` (the forward pass and
+every penalty), so autograd multiplies its gradient by ``M``; ``torch.optim.Adam`` then
+sees ``g = 0`` there, its moments stay 0 and the update ``0 / (0 + eps)`` leaves the
+weight at exactly 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import FPEError
+
+LN_EPS = 1e-5
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise FPEError("--device cuda: torch.cuda.is_available() is False on this machine")
+        # IEEE float32 matmuls (no TF32): the float32 tolerances assume them.
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+    return torch.device(device)
+
+
+def describe(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return f"torch {torch.__version__} ({name})"
+
+
+# ---------------------------------------------------------------- helpers
+def _t(a, dtype, device):
+    return torch.as_tensor(np.asarray(a, dtype=np.float64), device=device).to(dtype)
+
+
+def _np(t):
+    return t.detach().to("cpu", torch.float64).numpy().copy()
+
+
+def _model(inputs, dtype, device, pprefix="param/", mprefix="mask/"):
+    params = {k[len(pprefix):]: _t(v, dtype, device) for k, v in inputs.items() if k.startswith(pprefix)}
+    masks = {k[len(mprefix):]: _t(v, dtype, device) for k, v in inputs.items() if k.startswith(mprefix)}
+    n_layers = sum(1 for k in params if k.startswith("W"))
+    return params, masks, n_layers
+
+
+def _effective(params, masks):
+    """``W * M`` for masked weights, the parameter itself otherwise."""
+    return {k: p * masks[k] if k in masks else p for k, p in params.items()}
+
+
+def forward(p, X, n_layers, layer_norm):
+    """Logits and the activations ``a{l}`` (Linear), ``n{l}`` (LayerNorm), ``h{l}`` (ReLU)."""
+    acts, h = {}, X
+    for l in range(1, n_layers + 1):
+        a = F.linear(h, p[f"W{l}"], p[f"b{l}"])
+        acts[f"a{l}"] = a
+        if l < n_layers:
+            if layer_norm:
+                a = F.layer_norm(a, (a.shape[-1],), p[f"ln{l}.gamma"], p[f"ln{l}.beta"], eps=LN_EPS)
+                acts[f"n{l}"] = a
+            a = torch.relu(a)
+            acts[f"h{l}"] = a
+        h = a
+    return h, acts
+
+
+def data_loss(logits, y):
+    """Mean BCE-with-logits for one logit, mean softmax cross-entropy otherwise."""
+    if logits.shape[1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+    return F.cross_entropy(logits, y.long())
+
+
+def penalty(p, l1, l2, orth):
+    """``l1 ||W1||_1 + l2 sum_p ||p||^2 + orth ||W1 W1^T - I||_F^2`` (on the masked weights)."""
+    W1 = p["W1"]
+    out = torch.zeros((), dtype=W1.dtype, device=W1.device)
+    if l1:
+        out = out + l1 * W1.abs().sum()
+    if l2:
+        out = out + l2 * sum((q * q).sum() for q in p.values())
+    if orth:
+        R = W1 @ W1.T - torch.eye(W1.shape[0], dtype=W1.dtype, device=W1.device)
+        out = out + orth * (R * R).sum()
+    return out
+
+
+# ---------------------------------------------------------------- Alg. A1 with explicit masks
+def expand_explicit(params, masks, split, key, alpha, layer):
+    """Split, duplicate, one global |w| ranking (ties by ``key``), prune to the parent's count.
+
+    Returns new ``params``, ``masks`` and the pruned ``(row, col)`` positions per matrix.
+    """
+    nW, nN = f"W{layer}", f"W{layer + 1}"
+    W, Wn = params[nW], params[nN]
+    h, d = W.shape
+    dev = W.device
+    M_old = masks[nW].bool() if nW in masks else torch.ones_like(W, dtype=torch.bool)
+    Mn_old = masks[nN].bool() if nN in masks else torch.ones_like(Wn, dtype=torch.bool)
+    parent_of = torch.arange(h, device=dev).repeat_interleave(alpha)  # child row i*alpha+j -> parent i
+    M1 = split.bool() & M_old[parent_of]
+    M2 = Mn_old[:, parent_of].clone()
+    W1 = torch.where(M1, W[parent_of], torch.zeros_like(W[parent_of]))
+    W2 = Wn[:, parent_of].clone()
+    budget = int(M_old.sum() + Mn_old.sum())
+    excess = int(M1.sum() + M2.sum()) - budget
+    pos1, pos2 = torch.nonzero(M1), torch.nonzero(M2)  # row-major
+    mags = torch.cat([W1.abs()[M1], W2.abs()[M2]])
+    if key.shape != mags.shape:
+        raise FPEError(f"tie_key has {key.numel()} entries, expected {mags.numel()} prune candidates")
+    # lexicographic (|w|, key): sort by the secondary key, then stably by the primary
+    order = torch.sort(key, stable=True).indices
+    order = order[torch.sort(mags[order], stable=True).indices][:excess]
+    n1 = pos1.shape[0]
+    p1, p2 = pos1[order[order < n1]], pos2[order[order >= n1] - n1]
+    M1[p1[:, 0], p1[:, 1]] = False
+    M2[p2[:, 0], p2[:, 1]] = False
+    out = {}
+    for k, v in params.items():
+        if k == nW:
+            out[k] = torch.where(M1, W1, torch.zeros_like(W1))
+        elif k == nN:
+            out[k] = torch.where(M2, W2, torch.zeros_like(W2))
+        elif k in (f"b{layer}", f"ln{layer}.gamma", f"ln{layer}.beta"):
+            out[k] = v[parent_of].clone()
+        else:
+            out[k] = v.clone()
+    new_masks = {k: v.bool().clone() for k, v in masks.items()}
+    new_masks[nW], new_masks[nN] = M1, M2
+    return out, new_masks, {nW: p1, nN: p2}
+
+
+def _sorted_rows(p):
+    p = p.to("cpu").numpy().astype(np.int64).reshape(-1, 2)
+    return p[np.lexsort((p[:, 1], p[:, 0]))]
+
+
+# ---------------------------------------------------------------- one case
+@contextlib.contextmanager
+def _one_cpu_thread():
+    """One intra-op thread while a case runs: the tensors are tiny (threads only add
+    scheduling overhead), and CPU reductions then do not depend on the machine's core count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def compute(cfg: dict, inputs: dict, device: torch.device, dtype: str) -> dict:
+    """The expected outputs of one bundle case, computed with torch (names as in the bundle)."""
+    with _one_cpu_thread():
+        return _compute(cfg, inputs, device, dtype)
+
+
+def _compute(cfg, inputs, device, dtype):
+    dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    section = cfg["section"]
+    out = {}
+    if section == "forward":
+        params, masks, L = _model(inputs, dt, device)
+        for p in params.values():
+            p.requires_grad_(True)
+        X, y = _t(inputs["X"], dt, device), _t(inputs["y"], torch.float64, device).long()
+        logits, acts = forward(_effective(params, masks), X, L, cfg["layer_norm"])
+        loss = data_loss(logits, y)
+        grads = torch.autograd.grad(loss, list(params.values()))
+        out.update({f"act/{k}": _np(v) for k, v in acts.items()})
+        out["logits"], out["loss"] = _np(logits), _np(loss)
+        out.update({f"grad/{k}": _np(g) for k, g in zip(params, grads)})
+    elif section == "expand":
+        params, masks, _ = _model(inputs, dt, device, "parent/", "parent_mask/")
+        split = _t(inputs["split"], dt, device)
+        key = _t(inputs["tie_key"], torch.float64, device)  # only compared, never computed with
+        new, new_masks, pruned = expand_explicit(params, masks, split, key, cfg["alpha"], cfg["layer"])
+        out.update({f"param/{k}": _np(v) for k, v in new.items()})
+        out.update({f"mask/{k}": _np(v.double()) for k, v in new_masks.items()})
+        out.update({f"pruned/{k}": _sorted_rows(v).astype(np.float64) for k, v in pruned.items()})
+    elif section == "adam":
+        params, masks, L = _model(inputs, dt, device, "init/")
+        for p in params.values():
+            p.requires_grad_(True)
+        X, y = _t(inputs["X"], dt, device), _t(inputs["y"], torch.float64, device).long()
+        opt = torch.optim.Adam(list(params.values()), lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
+        rec = {"loss": []}
+        for t in range(cfg["steps"]):
+            opt.zero_grad(set_to_none=True)
+            p = _effective(params, masks)
+            logits, _ = forward(p, X[t], L, cfg["layer_norm"])
+            loss = data_loss(logits, y[t]) + penalty(p, cfg["l1"], cfg["l2"], cfg["orth"])
+            loss.backward()
+            opt.step()
+            rec["loss"].append(_np(loss))
+            for k, q in params.items():
+                st = opt.state[q]
+                rec.setdefault(f"param/{k}", []).append(_np(q))
+                rec.setdefault(f"m/{k}", []).append(_np(st["exp_avg"]))
+                rec.setdefault(f"v/{k}", []).append(_np(st["exp_avg_sq"]))
+        out = {k: np.stack(v) for k, v in rec.items()}
+    elif section == "metrics":
+        W1 = _t(inputs["W1"], dt, device)
+        G = _t(inputs["groups"], dt, device)  # (F, d) 0/1 membership
+        V = W1 @ G.T  # (h, F): v_i = W1 1_{S_i}
+        D = V.T @ V
+        num, den = torch.diagonal(D) ** 2, (D * D).sum(dim=1)
+        cap = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
+        norms = torch.linalg.vector_norm(W1, dim=1)
+        U = W1[norms > 0] / norms[norms > 0, None]
+        S = U @ U.T
+        iu = torch.triu_indices(S.shape[0], S.shape[0], offset=1, device=S.device)
+        out = {"gram": _np(W1.T @ W1), "capacity": _np(cap), "capacity_total": _np(cap.sum()),
+               "cosine": _np(S[iu[0], iu[1]].mean())}
+    else:
+        raise FPEError(f"unknown section {section!r} in the bundle")
+    return out
