@@ -263,7 +263,7 @@ def sibling_stores(out_dir) -> list:
 
 
 def run_boolean_sweep(cfg: SweepConfig, out_dir, grid_names=DEFAULT_ORDER, *, quick=False, executor=None,
-                      progress=None, lookup=None, log=None, run_fn=None):
+                      window=None, progress=None, lookup=None, log=None, run_fn=None):
     """Plan the grids, open the store and run what is missing (``fpe sweep boolean``).
 
     ``lookup`` defaults to the stores of sibling directories; ``run_fn`` (default
@@ -273,5 +273,5 @@ def run_boolean_sweep(cfg: SweepConfig, out_dir, grid_names=DEFAULT_ORDER, *, qu
     store = open_store(out_dir, cfg, quick)
     if lookup is None:
         lookup = sibling_stores(out_dir)
-    return run_sweep(keys, run_fn or boolean_run, store, kind=KIND, executor=executor, progress=progress,
-                     lookup=lookup, log=log)
+    return run_sweep(keys, run_fn or boolean_run, store, kind=KIND, executor=executor, window=window,
+                     progress=progress, lookup=lookup, log=log)

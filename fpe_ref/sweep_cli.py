@@ -80,6 +80,8 @@ def commands(seed_option, train_options, train_config):
         if dry_run:
             _print_plan(bs, cfg, names, quick, out_dir)
             return
+        if jobs is not None and jobs < 1:
+            raise FPEError(f"--jobs must be a positive integer, got {jobs}")
         jobs = jobs or os.cpu_count() or 1
         client = None
         if executor_kind == "dask":

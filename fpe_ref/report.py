@@ -1,0 +1,644 @@
+"""``fpe report``: a Boolean sweep's runs.jsonl -> Figures 3 and 4, Tables A1/A2 and accuracies.
+
+Paper: Sec. 3.2 (Figure 3: relative improvement; Figure 4: capacity and cosine fold change
+and their regressions), A.6 (Tables A1/A2).
+
+Statistics (choices, since the paper names its quantities but not its estimators)
+---------------------------------------------------------------------------------
+For a cell (grid point ``(m, hidden)`` and ``alpha``) with FPE values ``a_1..a_n`` and dense
+values ``b_1..b_n`` over trials (one dense baseline per trial, the same trial seeds):
+
+Relative improvement (Figure 3; "FPE test accuracy / dense test accuracy")
+    the ratio of the means ``R = mean(a) / mean(b)``, with the delta-method standard error
+    of a ratio of two independent means::
+
+        SE(R) = |R| * sqrt( SE(a)^2 / mean(a)^2 + SE(b)^2 / mean(b)^2 ),  SE(x) = sd(x, ddof=1) / sqrt(n)
+
+    The trials are in fact paired (FPE model t grows out of dense parent t), and the
+    dense and FPE accuracies of a trial are positively correlated, so this independent-
+    sample error is the conservative one; it matches the unpaired test below.
+Significance (the paper's ``*``)
+    Welch's t-test of ``a`` against ``b`` (``scipy.stats.ttest_ind(a, b, equal_var=False)``),
+    two-sided, ``*`` where ``p < 0.05``. Cells with fewer than two trials on either side,
+    or with zero variance on both, get ``p = nan`` and no mark.
+Fold change (Figure 4a, b; "normalized to dense values")
+    the same ratio and error with capacity or mean cosine in place of accuracy, FPE model
+    after phase 2 over the dense baseline after phase 2.
+Regressions (Figure 4c)
+    ordinary least squares of the cell means ``R`` on the cell means of the fold change,
+    over the hidden sizes of the Figure 3a grid, one line per (split, alpha);
+    ``R^2 = 1 - SS_res / SS_tot`` (= Pearson r^2 for a line with an intercept).
+Tables A1/A2
+    mean +- sample standard deviation (ddof = 1) over trials, beside the paper's numbers.
+
+Partially finished grids: a cell with no finished trial is drawn grey / printed "—"; a cell
+with fewer trials than planned is printed with its count ("n=3/5").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+
+import numpy as np
+
+from .errors import FPEError
+from .sweep import STORE_NAME, RunStore
+
+VARIANTS = ("dense", "clause", "random")
+SPLITS = ("clause", "random")
+SPLIT_COLORS = {"clause": "tab:blue", "random": "tab:orange", "dense": "k"}
+ALPHA_STYLES = {2: ":", 4: "-"}  # Figure 4c: dotted alpha 2, solid alpha 4
+ALPHA_MARKERS = {2: "o", 4: "s"}
+SIG_LEVEL = 0.05
+
+# The paper's Tables A1 (total feature capacity) and A2 (mean neuron cosine similarity):
+# literals -> ((dense mean, sd), (clause-split mean, sd), (random-split mean, sd)); 8 neurons, 5 trials.
+PAPER_TABLE_A1 = {
+    12: ((1.896, 0.377), (2.740, 0.114), (2.780, 0.133)),
+    24: ((2.907, 0.370), (5.479, 0.400), (5.268, 0.317)),
+    32: ((3.944, 0.409), (6.977, 0.426), (6.848, 0.568)),
+    40: ((4.819, 0.491), (7.853, 0.469), (7.825, 0.365)),
+    60: ((5.584, 0.670), (10.79, 0.868), (10.90, 0.747)),
+    80: ((5.812, 1.044), (13.07, 1.093), (12.00, 1.726)),
+    100: ((6.219, 0.535), (14.21, 1.866), (15.00, 0.727)),
+    128: ((7.699, 1.029), (16.87, 0.926), (13.80, 1.037)),
+}
+PAPER_TABLE_A2 = {
+    12: ((0.332, 0.123), (0.230, 0.021), (0.243, 0.083)),
+    24: ((0.382, 0.127), (0.173, 0.041), (0.219, 0.067)),
+    32: ((0.291, 0.230), (0.150, 0.072), (0.171, 0.092)),
+    40: ((0.257, 0.096), (0.137, 0.019), (0.146, 0.049)),
+    60: ((0.275, 0.095), (0.145, 0.030), (0.142, 0.045)),
+    80: ((0.303, 0.101), (0.108, 0.035), (0.113, 0.025)),
+    100: ((0.312, 0.081), (0.134, 0.028), (0.144, 0.041)),
+    128: ((0.262, 0.081), (0.105, 0.031), (0.108, 0.027)),
+}
+
+
+# ---------------------------------------------------------------- statistics
+def mean_sd_se(x) -> dict:
+    """Mean, sample sd (ddof=1), standard error of the mean and n (sd, se are nan for n < 2)."""
+    x = np.asarray(x, dtype=float)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": math.nan, "sd": math.nan, "se": math.nan, "n": 0}
+    sd = float(np.std(x, ddof=1)) if n > 1 else math.nan
+    return {"mean": float(np.mean(x)), "sd": sd, "se": sd / math.sqrt(n) if n > 1 else math.nan, "n": n}
+
+
+def welch_p(a, b) -> float:
+    """Two-sided Welch t-test p-value of ``a`` vs ``b``; nan if it is undefined (module docstring)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or b.size < 2 or (np.var(a) == 0 and np.var(b) == 0):
+        return math.nan
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def ratio(a, b) -> dict:
+    """``mean(a) / mean(b)`` with its delta-method SE, Welch's p and the significance mark.
+
+    Returns ``{"ratio", "se", "p", "sig", "n_a", "n_b", "a": mean_sd_se(a), "b": mean_sd_se(b)}``.
+    """
+    sa, sb = mean_sd_se(a), mean_sd_se(b)
+    if sa["n"] == 0 or sb["n"] == 0 or sb["mean"] == 0:
+        r = se = math.nan
+    else:
+        r = sa["mean"] / sb["mean"]
+        if sa["n"] > 1 and sb["n"] > 1 and sa["mean"] != 0:
+            se = abs(r) * math.sqrt((sa["se"] / sa["mean"]) ** 2 + (sb["se"] / sb["mean"]) ** 2)
+        else:
+            se = math.nan
+    p = welch_p(a, b)
+    return {"ratio": r, "se": se, "p": p, "sig": bool(p < SIG_LEVEL) if not math.isnan(p) else False,
+            "n_a": sa["n"], "n_b": sb["n"], "a": sa, "b": sb}
+
+
+def linfit(x, y) -> dict:
+    """Least squares ``y = slope * x + intercept`` and ``R^2 = 1 - SS_res / SS_tot`` (nan if undefined)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    n = int(x.size)
+    if n < 2 or np.ptp(x) == 0:
+        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "n": n}
+    slope, intercept = np.polyfit(x, y, 1)
+    ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": n}
+
+
+# ---------------------------------------------------------------- loading
+def load_sweep(sweep_dir):
+    """``(records, meta)`` of a sweep directory (``runs.jsonl`` and ``sweep.json``)."""
+    path = os.path.join(sweep_dir, STORE_NAME)
+    if not os.path.exists(path):
+        raise FPEError(f"no {STORE_NAME} in {sweep_dir}: run 'fpe sweep boolean --out {sweep_dir}' first")
+    meta_path = os.path.join(sweep_dir, "sweep.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise FPEError(f"no sweep.json in {sweep_dir}: not a sweep directory") from None
+    except json.JSONDecodeError as exc:
+        raise FPEError(f"{meta_path} is not valid JSON: {exc}") from exc
+    records = list(RunStore(path).load().values())
+    kinds = {r.get("sweep") for r in records}
+    if meta.get("kind") != "boolean" or kinds - {"boolean"}:
+        raise FPEError(f"{sweep_dir} is a {meta.get('kind') or sorted(kinds)} sweep; fpe report knows 'boolean'")
+    return records, meta
+
+
+class Cells:
+    """Finished runs grouped by cell ``(m, hidden, alpha)``, trials sorted."""
+
+    def __init__(self, records, trials_planned: int):
+        self.planned = trials_planned
+        self.by = {}
+        for r in records:
+            k = r["key"]
+            self.by.setdefault((k["m"], k["hidden"], k["alpha"]), []).append(r)
+        for v in self.by.values():
+            v.sort(key=lambda r: r["key"]["trial"])
+
+    def runs(self, m, h, a) -> list:
+        return self.by.get((m, h, a), [])
+
+    def values(self, m, h, a, variant, field, stage="after") -> np.ndarray:
+        """One field per trial: ``variant`` in dense/clause/random (``stage`` split/after) or "parent"."""
+        out = []
+        for r in self.runs(m, h, a):
+            src = r["parent"] if variant == "parent" else r["models"][variant][stage]
+            out.append(src[field])
+        return np.asarray(out, dtype=float)
+
+    def params(self, m, h, a, variant) -> float:
+        """Parameters of the variant (non-zero weights + biases, from the run's ledger); nan if no run."""
+        rs = self.runs(m, h, a)
+        if not rs:
+            return math.nan
+        led = rs[0]["models"][variant]["ledger"]
+        return float(led["weights"] + led["biases"] + led.get("layernorm", 0))
+
+    def rel(self, m, h, a, split, field="test_acc") -> dict:
+        """Relative improvement (or fold change for capacity/cosine) of ``split`` over dense."""
+        return ratio(self.values(m, h, a, split, field), self.values(m, h, a, "dense", field))
+
+    def count(self, m, h, a) -> int:
+        return len(self.runs(m, h, a))
+
+
+# ---------------------------------------------------------------- formatting
+def _f(x, nd=3):
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
+
+
+def _pm(s, nd=3, key="sd"):
+    if s["n"] == 0:
+        return "—"
+    if s["n"] == 1:
+        return f"{s['mean']:.{nd}f} (n=1)"
+    return f"{s['mean']:.{nd}f} ± {s[key]:.{nd}f}"
+
+
+def _rel(r, nd=3):
+    if math.isnan(r["ratio"]):
+        return "—"
+    se = f" ± {r['se']:.{nd}f}" if not math.isnan(r["se"]) else ""
+    return f"{r['ratio']:.{nd}f}{se}{'*' if r['sig'] else ''}"
+
+
+def _n(c, planned):
+    return "" if c == planned else f" (n={c}/{planned})"
+
+
+def _table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- grids of the sweep
+def _grid_points(meta, name):
+    """The grid's feasible points ``(m, hidden, alpha)`` (points the sweep skips are left out)."""
+    g = meta.get("grids", {}).get(name)
+    k = meta["config"]["k"]
+    return [tuple(p) for p in g["points"] if p[0] // k >= p[2]] if g else []
+
+
+def _fixed(meta, name):
+    """What a 1-D grid holds fixed, in words: "8 clauses" (fig3a) or "8 neurons" (fig3b, tables)."""
+    pts = _grid_points(meta, name)
+    if not pts:
+        return "?"
+    if name == "fig3a":
+        return f"{pts[0][0] // meta['config']['k']} clauses"
+    return f"{pts[0][1]} neurons"
+
+
+def _panels(meta):
+    """The 1-D panels: (grid, x label, x of a point)."""
+    k = meta["config"]["k"]
+    return [("fig3a", f"hidden neurons ({_fixed(meta, 'fig3a')})", lambda p: p[1]),
+            ("fig3b", f"clauses ({_fixed(meta, 'fig3b')})", lambda p: p[0] // k)]
+
+
+def _axis_values(points, idx):
+    return sorted({p[idx] for p in points})
+
+
+# ---------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _line_panel(ax, xs, stats, label, color, ls, marker, star_alpha4):
+    """Means with SE error bars; ``*`` above significant points (only where ``star_alpha4``)."""
+    x = [x for x, s in zip(xs, stats) if not math.isnan(s["ratio"])]
+    y = [s["ratio"] for s in stats if not math.isnan(s["ratio"])]
+    e = [0.0 if math.isnan(s["se"]) else s["se"] for s in stats if not math.isnan(s["ratio"])]
+    if not x:
+        ax.plot([], [], color=color, ls=ls, marker=marker, label=label + " (no runs)")
+        return
+    ax.errorbar(x, y, yerr=e, color=color, ls=ls, marker=marker, ms=4, capsize=3, label=label)
+    if star_alpha4:
+        for xi, s in zip(xs, stats):
+            if s["sig"] and not math.isnan(s["ratio"]):
+                ax.annotate("*", (xi, s["ratio"] + (s["se"] if not math.isnan(s["se"]) else 0)),
+                            textcoords="offset points", xytext=(0, 2), ha="center", color=color, fontsize=12)
+
+
+def _missing_note(ax, xs, counts, planned):
+    miss = [str(x) for x, c in zip(xs, counts) if c < planned]
+    if miss:
+        ax.text(0.01, 0.01, f"incomplete (< {planned} trials): {', '.join(miss)}", transform=ax.transAxes,
+                fontsize=7, color="grey", va="bottom")
+
+
+def fig3ab(cells, meta, path):
+    """Figure 3a/b: relative improvement (top) and accuracy per parameter (bottom) vs hidden / clauses."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
+    for col, (name, xlabel, xof) in enumerate(_panels(meta)):
+        pts = _grid_points(meta, name)
+        ax_r, ax_p = axes[0, col], axes[1, col]
+        for ax in (ax_r, ax_p):
+            ax.set_xticks(sorted({xof(p) for p in pts}))
+        for a in sorted({p[2] for p in pts}):
+            ps = sorted([p for p in pts if p[2] == a], key=xof)
+            xs = [xof(p) for p in ps]
+            for s in SPLITS:
+                stats = [cells.rel(p[0], p[1], a, s) for p in ps]
+                _line_panel(ax_r, xs, stats, f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"),
+                            ALPHA_MARKERS.get(a, "^"), star_alpha4=(a == 4))
+            for v in VARIANTS if a == min(p[2] for p in pts) else SPLITS:
+                per = []
+                for p in ps:
+                    acc = mean_sd_se(cells.values(p[0], p[1], a, v, "test_acc"))
+                    npar = cells.params(p[0], p[1], a, v)
+                    per.append({"ratio": 1000 * acc["mean"] / npar if acc["n"] else math.nan,
+                                "se": 1000 * acc["se"] / npar if acc["n"] > 1 else math.nan, "sig": False})
+                lab = "dense" if v == "dense" else f"{v}-split, α={a}"
+                _line_panel(ax_p, xs, per, lab, SPLIT_COLORS[v], "-" if v == "dense" else ALPHA_STYLES.get(a, "--"),
+                            "D" if v == "dense" else ALPHA_MARKERS.get(a, "^"), star_alpha4=False)
+            if a == max(p[2] for p in pts):
+                _missing_note(ax_r, xs, [cells.count(p[0], p[1], a) for p in ps], cells.planned)
+        ax_r.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax_r.set_title(f"({'ab'[col]}) relative improvement, {xlabel}")
+        ax_p.set_title(f"({'ab'[col]}) accuracy per 1000 parameters")
+        ax_p.set_xlabel(xlabel)
+        for ax in (ax_r, ax_p):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("FPE acc / dense acc")
+    axes[1, 0].set_ylabel("test acc per 1k params (weights + biases)")
+    axes[0, 1].legend(fontsize=8, loc="best")
+    axes[1, 1].legend(fontsize=8, loc="best")
+    fig.suptitle(f"Figure 3a/b: mean over trials ± 1 SE (delta method); * Welch p<0.05, shown for α=4 only; "
+                 f"{cells.planned} trials planned", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fig3c(cells, meta, path):
+    """Figure 3c: heat maps of the relative improvement in % ((R - 1) x 100), splits x alphas."""
+    plt = _plt()
+    k = meta["config"]["k"]
+    pts = _grid_points(meta, "fig3c")
+    alphas = sorted({p[2] for p in pts})
+    hs = _axis_values(pts, 1)
+    cs = sorted({p[0] // k for p in pts})
+    fig, axes = plt.subplots(2, len(alphas), figsize=(5.2 * len(alphas), 8), squeeze=False)
+    vals = {}
+    for s in SPLITS:
+        for a in alphas:
+            for h in hs:
+                for c in cs:
+                    vals[s, a, h, c] = cells.rel(c * k, h, a, s)
+    finite = [100 * (v["ratio"] - 1) for v in vals.values() if not math.isnan(v["ratio"])]
+    lim = max([abs(x) for x in finite] + [1.0])
+    for i, s in enumerate(SPLITS):
+        for j, a in enumerate(alphas):
+            ax = axes[i, j]
+            Z = np.full((len(hs), len(cs)), np.nan)
+            for hi, h in enumerate(hs):
+                for ci, c in enumerate(cs):
+                    r = vals[s, a, h, c]
+                    Z[hi, ci] = 100 * (r["ratio"] - 1) if not math.isnan(r["ratio"]) else np.nan
+            cmap = plt.get_cmap("RdBu_r").with_extremes(bad="lightgrey")
+            im = ax.imshow(np.ma.masked_invalid(Z), cmap=cmap, vmin=-lim, vmax=lim, origin="lower", aspect="auto")
+            for hi, h in enumerate(hs):
+                for ci, c in enumerate(cs):
+                    r = vals[s, a, h, c]
+                    n = cells.count(c * k, h, a)
+                    if math.isnan(r["ratio"]):
+                        txt = "missing"
+                    else:
+                        txt = f"{Z[hi, ci]:+.1f}{'*' if r['sig'] else ''}" + ("" if n == cells.planned else f"\nn={n}")
+                    ax.text(ci, hi, txt, ha="center", va="center", fontsize=8,
+                            color="k" if math.isnan(Z[hi, ci]) or abs(Z[hi, ci]) < 0.6 * lim else "w")
+            ax.set_xticks(range(len(cs)), [str(c) for c in cs])
+            ax.set_yticks(range(len(hs)), [str(h) for h in hs])
+            ax.set_xlabel("clauses")
+            ax.set_ylabel("hidden neurons")
+            ax.set_title(f"{s}-split, α={a}")
+            fig.colorbar(im, ax=ax, fraction=0.046, label="relative improvement, %")
+    fig.suptitle("Figure 3c: (FPE acc / dense acc − 1) × 100; * Welch p<0.05; grey: no finished run", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fig4ab(cells, meta, path):
+    """Figure 4a/b: capacity (top) and cosine (bottom) fold change vs hidden (a) and clauses (b)."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
+    for col, (name, xlabel, xof) in enumerate(_panels(meta)):
+        pts = _grid_points(meta, name)
+        for row, field in enumerate(("capacity", "cosine")):
+            ax = axes[row, col]
+            ax.set_xticks(sorted({xof(p) for p in pts}))
+            for a in sorted({p[2] for p in pts}):
+                ps = sorted([p for p in pts if p[2] == a], key=xof)
+                xs = [xof(p) for p in ps]
+                for s in SPLITS:
+                    stats = [cells.rel(p[0], p[1], a, s, field) for p in ps]
+                    _line_panel(ax, xs, stats, f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"),
+                                ALPHA_MARKERS.get(a, "^"), star_alpha4=(a == 4))
+            ax.axhline(1.0, color="k", ls="--", lw=1.0)
+            ax.grid(alpha=0.3)
+            ax.set_title(f"({'ab'[col]}) {'feature capacity' if field == 'capacity' else 'neuron cosine similarity'} "
+                         f"fold change")
+            if row == 1:
+                ax.set_xlabel(xlabel)
+    axes[0, 0].set_ylabel("capacity: FPE / dense")
+    axes[1, 0].set_ylabel("mean cosine: FPE / dense")
+    axes[0, 1].legend(fontsize=8)
+    fig.suptitle("Figure 4a/b: after phase 2, normalised to the dense baseline (dashed = 1); ± 1 SE; "
+                 "* Welch p<0.05 (α=4 only)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fig4c_fits(cells, meta) -> dict:
+    """Figure 4c data: per (split, alpha) the points (fold change, relative improvement) and the fits."""
+    pts = _grid_points(meta, "fig3a")
+    out = {}
+    for field in ("capacity", "cosine"):
+        for s in SPLITS:
+            for a in sorted({p[2] for p in pts}):
+                ps = sorted([p for p in pts if p[2] == a], key=lambda p: p[1])
+                x = [cells.rel(p[0], p[1], a, s, field)["ratio"] for p in ps]
+                y = [cells.rel(p[0], p[1], a, s)["ratio"] for p in ps]
+                out[field, s, a] = {"hidden": [p[1] for p in ps], "x": x, "y": y, "fit": linfit(x, y)}
+    return out
+
+
+def fig4c(fits, meta, path):
+    """Figure 4c: relative improvement vs capacity (top) and cosine (bottom) fold change, with LSQ lines and R^2."""
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(6.5, 8))
+    for row, field in enumerate(("capacity", "cosine")):
+        ax = axes[row]
+        for (f, s, a), d in fits.items():
+            if f != field:
+                continue
+            x, y = np.asarray(d["x"], float), np.asarray(d["y"], float)
+            ok = np.isfinite(x) & np.isfinite(y)
+            ax.scatter(x[ok], y[ok], color=SPLIT_COLORS[s], marker=ALPHA_MARKERS.get(a, "^"), s=22)
+            fit = d["fit"]
+            lab = f"{s}-split, α={a}: R²={_f(fit['r2'], 2)} (n={fit['n']})"
+            if not math.isnan(fit["slope"]):
+                xx = np.linspace(x[ok].min(), x[ok].max(), 10)
+                ax.plot(xx, fit["slope"] * xx + fit["intercept"], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"),
+                        label=lab)
+            else:
+                ax.plot([], [], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"), label=lab)
+        ax.set_xlabel(f"{'feature capacity' if field == 'capacity' else 'neuron cosine similarity'} fold change")
+        ax.set_ylabel("relative improvement")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Figure 4c: least squares over hidden sizes ({_fixed(meta, 'fig3a')});\ndotted α=2, solid α=4; "
+                 "one point per hidden size (cell means)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fig_accuracy(cells, meta, path):
+    """Absolute test accuracy (mean ± SE) of dense, clause and random along the 3a, 3b and table grids."""
+    plt = _plt()
+    cfg = meta["config"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    panels = _panels(meta) + [("tables", f"literals ({_fixed(meta, 'tables')})", lambda p: p[0])]
+    titles = {"fig3a": "Figure 3a grid", "fig3b": "Figure 3b grid", "tables": "Tables A1/A2 grid"}
+    for ax, (name, xlabel, xof) in zip(axes, panels):
+        pts = _grid_points(meta, name) + (_grid_points(meta, "tables-alpha4") if name == "tables" else [])
+        ax.set_xticks(sorted({xof(p) for p in pts}))
+        alphas = sorted({p[2] for p in pts})
+        for a in alphas:
+            ps = sorted([p for p in pts if p[2] == a], key=xof)
+            xs = [xof(p) for p in ps]
+            for v in (VARIANTS if a == alphas[0] else SPLITS):
+                st = []
+                for p in ps:
+                    s = mean_sd_se(cells.values(p[0], p[1], a, v, "test_acc"))
+                    st.append({"ratio": s["mean"], "se": s["se"], "sig": False})
+                lab = (f"dense ({cfg['dense_epochs'] + cfg['fpe_epochs']} epochs)" if v == "dense"
+                       else f"{v}-split, α={a}")
+                _line_panel(ax, xs, st, lab, SPLIT_COLORS[v], "-" if v == "dense" else ALPHA_STYLES.get(a, "--"),
+                            "D" if v == "dense" else ALPHA_MARKERS.get(a, "^"), False)
+        ax.set_xlabel(xlabel)
+        ax.set_title(titles[name])
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy")
+    axes[2].legend(fontsize=8)
+    fig.suptitle("Absolute test accuracy after phase 2 (mean ± 1 SE over trials)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------- markdown
+def _tables_a1_a2(cells, meta):
+    lines = []
+    pts = _grid_points(meta, "tables") + _grid_points(meta, "tables-alpha4")
+    for field, title, paper, better in (("capacity", "Table A1: total feature capacity", PAPER_TABLE_A1, "higher"),
+                                        ("cosine", "Table A2: mean neuron cosine similarity", PAPER_TABLE_A2, "lower")):
+        for a in sorted({p[2] for p in pts}):
+            ms = sorted(p[0] for p in pts if p[2] == a)
+            h = pts[0][1]
+            rows = []
+            for m in ms:
+                n = cells.count(m, h, a)
+                ours = [_pm(mean_sd_se(cells.values(m, h, a, v, field))) for v in VARIANTS]
+                pap = [f"{x[0]} ± {x[1]}" for x in paper[m]] if m in paper else ["—"] * 3
+                rows.append([f"{m}{_n(n, cells.planned)}"] + [f"{o} \\| {p}" for o, p in zip(ours, pap)])
+            lines.append(f"### {title} ({better} = less superposition), α = {a}, {h} neurons\n")
+            lines.append("Each cell: **ours** (mean ± sd over trials, after phase 2) \\| paper.\n")
+            lines.append(_table(["# literals", "Dense", "Clause-split", "Random-split"], rows))
+            lines.append("")
+    return lines
+
+
+def _accuracy_table(cells, meta, pts, label_of, title):
+    rows = []
+    for p in pts:
+        m, h, a = p
+        n = cells.count(m, h, a)
+        par = mean_sd_se(cells.values(m, h, a, "parent", "test_acc"))
+        accs = [mean_sd_se(cells.values(m, h, a, v, "test_acc")) for v in VARIANTS]
+        rc, rr = cells.rel(m, h, a, "clause"), cells.rel(m, h, a, "random")
+        fc = [cells.rel(m, h, a, s, "capacity") for s in SPLITS]
+        fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
+        rows.append([label_of(p), str(a), f"{n}/{cells.planned}", _pm(par), *[_pm(s) for s in accs],
+                     _rel(rc), _f(rc["p"], 3), _rel(rr), _f(rr["p"], 3),
+                     *[_rel(x, 2) for x in fc], *[_rel(x, 2) for x in fo]])
+    e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
+    head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
+            "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random"]
+    return [f"### {title}\n", _table(head, rows), ""]
+
+
+def markdown(cells, meta, fits, n_records) -> str:
+    cfg = meta["config"]
+    k = cfg["k"]
+    L = ["# Boolean sweep report (Sec. 3.2, Figures 3 and 4, Tables A1/A2)", "",
+         f"Generated by `fpe report` from {n_records} finished runs in `runs.jsonl`. Settings: "
+         f"k = {k}, {cfg['dense_epochs']} dense + {cfg['fpe_epochs']} phase-2 epochs, {cfg['n_samples']} samples "
+         f"(test fraction {cfg['test_fraction']}), seed {cfg['seed']}, {cells.planned} trials planned per cell, "
+         f"warm-up '{cfg['train']['warmup']}' over {cfg['train']['warmup_epochs']} epochs, "
+         f"lr {cfg['train']['lr']}, batch {cfg['train']['batch_size']}, λ1 {cfg['train']['l1']}, λ2 {cfg['train']['l2']}.",
+         "",
+         "Statistics (see `fpe_ref/report.py`): RI = relative improvement = mean FPE test accuracy / mean dense "
+         "test accuracy ± 1 SE (delta method); `*` = Welch t-test p < 0.05 (two-sided); FC = fold change of "
+         "capacity / mean cosine, FPE over dense, after phase 2. Accuracies are mean ± sd over trials. "
+         "`—` = no finished run; `n=3/5` = 3 of 5 planned trials finished.", ""]
+    L.append("## Progress\n")
+    rows = []
+    for name, g in meta.get("grids", {}).items():
+        pts = _grid_points(meta, name)
+        done = sum(min(cells.count(*p), cells.planned) for p in pts)
+        full = sum(cells.count(*p) >= cells.planned for p in pts)
+        rows.append([name, g["paper"], f"{done}/{len(pts) * cells.planned}", f"{full}/{len(pts)}"])
+    L += [_table(["grid", "paper", "runs finished", "cells complete"], rows), ""]
+    L.append("## Tables A1 / A2\n")
+    L += _tables_a1_a2(cells, meta)
+    L.append("## Absolute accuracies, relative improvement and fold changes\n")
+    L += _accuracy_table(cells, meta, _grid_points(meta, "tables") + _grid_points(meta, "tables-alpha4"),
+                         lambda p: f"m={p[0]}", f"Tables A1/A2 grid ({_fixed(meta, 'tables')}; by literals)")
+    L += _accuracy_table(cells, meta, sorted(_grid_points(meta, "fig3a"), key=lambda p: (p[2], p[1])),
+                         lambda p: f"h={p[1]}", f"Figure 3a / 4a grid ({_fixed(meta, 'fig3a')}; by hidden neurons)")
+    L += _accuracy_table(cells, meta, sorted(_grid_points(meta, "fig3b"), key=lambda p: (p[2], p[0])),
+                         lambda p: f"C={p[0] // k}", f"Figure 3b / 4b grid ({_fixed(meta, 'fig3b')}; by clauses)")
+    L.append("## Figure 3c: relative improvement, % ((RI − 1) × 100)\n")
+    pts = _grid_points(meta, "fig3c")
+    hs, cs = _axis_values(pts, 1), sorted({p[0] // k for p in pts})
+    for s in SPLITS:
+        for a in sorted({p[2] for p in pts}):
+            rows = []
+            for h in hs:
+                row = [str(h)]
+                for c in cs:
+                    r = cells.rel(c * k, h, a, s)
+                    n = cells.count(c * k, h, a)
+                    row.append("—" if math.isnan(r["ratio"]) else
+                               f"{100 * (r['ratio'] - 1):+.1f}{'*' if r['sig'] else ''}{_n(n, cells.planned)}")
+                rows.append(row)
+            L += [f"**{s}-split, α = {a}** (rows: hidden neurons; columns: clauses)\n",
+                  _table(["h \\ C"] + [str(c) for c in cs], rows), ""]
+    L.append(f"## Figure 4c: least-squares fits of RI on fold change (varying neurons, {_fixed(meta, 'fig3a')})\n")
+    rows = [[f, s, str(a), _f(d["fit"]["slope"]), _f(d["fit"]["intercept"]), _f(d["fit"]["r2"]), str(d["fit"]["n"])]
+            for (f, s, a), d in fits.items()]
+    L += [_table(["fold change of", "split", "α", "slope", "intercept", "R²", "points"], rows), ""]
+    L.append("Figures: `fig3ab.png`, `fig3c.png`, `fig4ab.png`, `fig4c.png`, `fig_accuracy.png`.")
+    return "\n".join(L) + "\n"
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, (np.floating, np.integer)):
+        return _jsonable(x.item())
+    return x
+
+
+def summary(cells, meta, fits) -> dict:
+    """Every cell's statistics (machine-readable ``summary.json``)."""
+    out = {"trials_planned": cells.planned, "cells": [], "fig4c": []}
+    for (m, h, a), runs in sorted(cells.by.items()):
+        c = {"m": m, "hidden": h, "alpha": a, "clauses": m // meta["config"]["k"], "trials": len(runs)}
+        c["parent"] = {f: mean_sd_se(cells.values(m, h, a, "parent", f)) for f in ("test_acc", "capacity", "cosine")}
+        for v in VARIANTS:
+            c[v] = {f: mean_sd_se(cells.values(m, h, a, v, f)) for f in ("test_acc", "capacity", "cosine")}
+            c[v]["params"] = cells.params(m, h, a, v)
+        for s in SPLITS:
+            c[f"{s}_vs_dense"] = {f: {kk: vv for kk, vv in cells.rel(m, h, a, s, f).items() if kk not in ("a", "b")}
+                                  for f in ("test_acc", "capacity", "cosine")}
+        out["cells"].append(c)
+    for (f, s, a), d in fits.items():
+        out["fig4c"].append({"fold_change_of": f, "split": s, "alpha": a, **d})
+    return _jsonable(out)
+
+
+def report(sweep_dir, out_dir=None) -> list:
+    """Write report.md, summary.json and the five PNGs for a Boolean sweep; return the paths."""
+    records, meta = load_sweep(sweep_dir)
+    out_dir = out_dir or sweep_dir
+    os.makedirs(out_dir, exist_ok=True)
+    cells = Cells(records, int(meta["config"]["trials"]))
+    fits = fig4c_fits(cells, meta)
+    paths = [fig3ab(cells, meta, os.path.join(out_dir, "fig3ab.png")),
+             fig3c(cells, meta, os.path.join(out_dir, "fig3c.png")),
+             fig4ab(cells, meta, os.path.join(out_dir, "fig4ab.png")),
+             fig4c(fits, meta, os.path.join(out_dir, "fig4c.png")),
+             fig_accuracy(cells, meta, os.path.join(out_dir, "fig_accuracy.png"))]
+    md = os.path.join(out_dir, "report.md")
+    with open(md, "w") as f:
+        f.write(markdown(cells, meta, fits, len(records)))
+    js = os.path.join(out_dir, "summary.json")
+    with open(js, "w") as f:
+        json.dump(summary(cells, meta, fits), f, indent=1)
+    return [md, js] + paths
