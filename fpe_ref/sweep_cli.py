@@ -17,7 +17,7 @@ from .errors import FPEError
 def commands(seed_option, train_options, train_config):
     """The ``sweep`` group and the ``report`` command, built with ``cli.py``'s shared options."""
 
-    @click.group()
+    @click.group(short_help="Grids of runs for Sec. 3.2: resumable, parallel, local or on Dask.")
     def sweep():
         """Grids of runs (Sec. 3.2): resumable, parallel, on this machine or a Dask cluster.
 
@@ -106,7 +106,7 @@ def commands(seed_option, train_options, train_config):
                    f"sweeps, {res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}. "
                    f"Next: fpe report {out_dir}")
 
-    @click.command("report")
+    @click.command("report", short_help="A sweep's runs.jsonl -> Figures 3/4, Tables A1/A2 (Markdown, PNG).")
     @click.argument("sweep_dir", metavar="SWEEP")
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Where the figures and tables go (default: the sweep directory).")
