@@ -41,10 +41,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trial
 from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
 from .errors import FPEError
-from .sweep import STORE_NAME, RunStore, run_sweep
+from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, run_sweep
 from .train import TrainConfig
 
 KIND = "boolean"
@@ -203,7 +205,10 @@ def boolean_run(key: dict) -> dict:
 
     This is the per-run function the sweep runner ships to the workers, and the one place
     where training happens: swap ``run_trial`` for a faster trainer here (and set a new
-    ``trainer`` in the key).
+    ``trainer`` in the key). Besides ``run_trial``'s metrics it records the unsigned mean
+    cosine (``cosine_abs``, after training) and returns the four trained models' parameters
+    and masks (``parent``, ``dense``, ``clause``, ``random``), which the runner saves to
+    ``arrays/<run_id>.npz`` so that any metric can be recomputed later.
     """
     if key.get("trainer") != TRAINER:
         raise FPEError(f"this fpe-ref trains with {TRAINER!r}, the run asks for {key.get('trainer')!r}")
@@ -212,8 +217,38 @@ def boolean_run(key: dict) -> dict:
         raise FPEError(why)
     cfg = case_config(key)
     tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
-    rec, _, _ = run_trial(cfg, key["trial"], tr, te, groups)
-    return slim_record(rec)
+    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups)
+    out = slim_record(rec)
+    out["parent"]["cosine_abs"] = mean_abs_cosine(parent.params["W1"])
+    arrays = _arrays("parent", parent)
+    for v, model in models.items():
+        out["models"][v]["after"]["cosine_abs"] = mean_abs_cosine(model.params["W1"])
+        arrays.update(_arrays(v, model))
+    out[ARRAYS_FIELD] = arrays
+    return out
+
+
+def _arrays(prefix, model) -> dict:
+    """A model's parameters and masks as ``{"<prefix>/<name>": array}`` (saved beside runs.jsonl)."""
+    out = {f"{prefix}/{k}": v for k, v in model.params.items()}
+    out.update({f"{prefix}/mask:{k}": v for k, v in model.masks.items()})
+    return out
+
+
+def mean_abs_cosine(W1) -> float:
+    """Mean ``|cos(w_a, w_b)|`` over pairs of distinct non-zero rows of ``W1`` (an extra, unsigned variant).
+
+    ``fpe_ref.metrics.mean_cosine`` averages the *signed* cosine (its docstring); positive and
+    negative pairs then cancel. The paper's Table A2 values (0.1 to 0.38, never negative)
+    look unsigned, so the sweep records this variant too and the report shows both.
+    """
+    norms = np.linalg.norm(W1, axis=1)
+    U = W1[norms > 0] / norms[norms > 0, None]
+    n = U.shape[0]
+    if n < 2:
+        return float("nan")
+    iu = np.triu_indices(n, k=1)
+    return float(np.abs(U @ U.T)[iu].mean())
 
 
 def quick_config(**overrides) -> SweepConfig:

@@ -11,7 +11,10 @@ whole training config). ``run_id(key)`` is a hash of the canonical JSON of the k
 runs with the same key are the same run, whichever grid asked for it.
 
 A *store* is one ``runs.jsonl``: one JSON line per finished run, appended by the parent
-process the moment the run's future completes. Each line holds ``run_id``, ``key``, the
+process the moment the run's future completes. A run may also return arrays (its trained
+weights) under ``"_arrays"``; the parent saves them to ``arrays/<run_id>.npz`` beside the
+store before appending the line (the workers never write files, so a Dask cluster needs no
+shared file system). Each line holds ``run_id``, ``key``, the
 run's result fields and the timing fields ``TIMING_FIELDS`` (the only fields that differ
 between two invocations with the same seeds).
 
@@ -58,6 +61,7 @@ from .errors import FPEError
 TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
 
 STORE_NAME = "runs.jsonl"
+ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arrays/<run_id>.npz, not to the line
 _BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
@@ -138,6 +142,34 @@ class RunStore:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def arrays_path(store: RunStore, rid: str) -> str:
+    """Where the arrays of run ``rid`` live: ``<store dir>/arrays/<run_id>.npz``."""
+    return os.path.join(os.path.dirname(os.path.abspath(store.path)), "arrays", f"{rid}.npz")
+
+
+def save_arrays(store: RunStore, rid: str, arrays: dict) -> str:
+    """Write ``arrays`` compressed (no pickles) via a temporary file and an atomic rename."""
+    import numpy as np
+
+    path = arrays_path(store, rid)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def load_arrays(store: RunStore, rid: str) -> dict:
+    """The arrays saved with run ``rid`` (``FPEError`` if there are none)."""
+    import numpy as np
+
+    path = arrays_path(store, rid)
+    if not os.path.exists(path):
+        raise FPEError(f"run {rid} has no saved arrays ({path})")
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
 
 
 # ---------------------------------------------------------------- executors
@@ -326,6 +358,12 @@ def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=Non
             if rid in found and canonical(found[rid].get("key")) == canonical(key):
                 rec = dict(found[rid])
                 rec["reused_from"] = other.path
+                src = arrays_path(other, rid)
+                if os.path.exists(src):
+                    import shutil
+
+                    os.makedirs(os.path.dirname(arrays_path(store, rid)), exist_ok=True)
+                    shutil.copyfile(src, arrays_path(store, rid))
                 store.append(rec)
                 records[rid] = rec
                 reused += 1
@@ -337,6 +375,9 @@ def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=Non
         progress.start()
 
     def finish(rid, key, result, timing):
+        arrays = result.pop(ARRAYS_FIELD, None)
+        if arrays:  # saved before the line is appended: a finished line implies its arrays exist
+            save_arrays(store, rid, arrays)
         rec = make_record(key, result, timing, kind)
         store.append(rec)
         records[rid] = rec
