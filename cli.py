@@ -187,6 +187,17 @@ def _register_sweeps():
 _register_sweeps()
 
 
+def _register_vision():
+    """``fpe reproduce fashion-mnist | embeddings | pretrain-timing | alpha | two-four | rewiring`` (fpe_ref/vision_cli.py)."""
+    from fpe_ref.vision_cli import commands
+
+    for cmd in commands():
+        reproduce.add_command(cmd)
+
+
+_register_vision()
+
+
 def _register_golden():
     """``fpe golden export|check`` lives in fpe_ref/golden_cli.py (the parity harness, docs/golden.md)."""
     from fpe_ref.golden_cli import golden

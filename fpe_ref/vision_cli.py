@@ -1,0 +1,459 @@
+"""``fpe reproduce fashion-mnist | embeddings | pretrain-timing | alpha | two-four | rewiring``.
+
+Thin click commands, registered by ``cli.py`` into the ``reproduce`` group: each builds a
+``fpe_ref.vision.VisionConfig``, runs (or resumes) the sweep with ``fpe_ref.sweep`` and
+writes tables and figures with ``fpe_ref.vision_report``. Every output directory holds
+``runs.jsonl`` (one line per finished hidden-size x trial), ``sweep.json`` (the resolved
+config), ``tables.md``, ``summary.json`` and the figures; rerunning a command resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+
+import click
+import numpy as np
+
+from .errors import FPEError
+
+COMMON_NOTE = (
+    "Training (not stated by the paper for vision; our choices): Adam lr 1e-3, batch 500, "
+    "lambda_1 = 1e-7 on W1, lambda_2 = 1e-5 on all parameters (A.3.1), no warm-up, a fresh "
+    "Adam after the split for every model, 10% of the training set held out for validation, "
+    "float32. Neurons are counted before expansion."
+)
+
+
+# ---------------------------------------------------------------- shared options
+def _opts(*opts):
+    def deco(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+    return deco
+
+
+train_opts = _opts(
+    click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (A.3.1)."),
+    click.option("--batch-size", type=int, default=500, show_default=True, help="Batch size B (A.3.1)."),
+    click.option("--l1", type=float, default=1e-7, show_default=True, help="lambda_1: L1 penalty on W1 (A.3.1)."),
+    click.option("--l2", type=float, default=1e-5, show_default=True,
+                 help="lambda_2: sum-of-squares penalty on all parameters (A.3.1)."),
+)
+
+run_opts = _opts(
+    click.option("--jobs", type=int, default=None,
+                 help="Worker processes (default: every core); 1 runs in this process."),
+    click.option("--val-fraction", type=float, default=0.1, show_default=True,
+                 help="Share of the training set held out (not trained on) for the validation-selected column; "
+                      "0 trains on all of it, as the paper."),
+    click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                 help="Arithmetic of data and model."),
+    click.option("--seed", type=int, default=0, show_default=True,
+                 help="The one seed every random stream (validation split, init, shuffling, splits) derives from."),
+)
+
+split_opts = _opts(
+    click.option("--alpha", type=int, default=2, show_default=True, help="Expansion factor alpha."),
+    click.option("--gram-clusters", type=int, default=16, show_default=True,
+                 help="Gram split (Sec. 3.3): clusters of the rows of G = W1^T W1 (scipy hierarchical)."),
+    click.option("--gram-linkage", type=click.Choice(["ward", "average", "complete"]), default="ward",
+                 show_default=True, help="Gram split: linkage (Ward gives clusters of comparable size)."),
+)
+
+
+def data_opts(default_note):
+    return _opts(
+        click.option("--data", "data_file", type=click.Path(exists=True), default=None,
+                     help=f"Embedding file (.npz or a directory of .npy; docs/embeddings.md). {default_note}"),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                     help="FashionMNIST IDX directory (default /usr/share/datasets/fashion-mnist, Debian package "
+                          "dataset-fashion-mnist)."),
+        click.option("--n-classes", type=int, default=None, help="Embeddings: number of classes K (default: inferred)."),
+    )
+
+
+def _train(lr, batch_size, l1, l2):
+    from .vision import vision_train_config
+
+    return vision_train_config(lr=lr, batch_size=batch_size, l1=l1, l2=l2)
+
+
+def _dataset(data_file, data_dir, n_classes):
+    if data_file and data_dir:
+        raise FPEError("give either --data (embeddings) or --data-dir (FashionMNIST), not both")
+    if data_file:
+        return dict(dataset="embeddings", data_path=os.fspath(data_file), n_classes=n_classes)
+    if n_classes is not None:
+        raise FPEError("--n-classes applies to --data (embeddings) only")
+    return dict(dataset="fashion-mnist", data_path=data_dir, n_classes=None)
+
+
+def _hidden(hidden, default):
+    hs = list(hidden) or list(default)
+    if any(h < 1 for h in hs):
+        raise FPEError(f"--hidden must be positive, got {hs}")
+    return sorted(dict.fromkeys(hs))
+
+
+def _command_line() -> str:
+    return "fpe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _class_names(cfg):
+    if cfg.dataset == "fashion-mnist":
+        from .data.fashion_mnist import FASHION_MNIST_CLASSES
+
+        return FASHION_MNIST_CLASSES
+    return None
+
+
+def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
+    """Run/resume one sweep with a line progress bar; returns the finished records of ``hiddens``."""
+    from .sweep import LineProgress, local_executor
+    from .vision import load_records, run_vision_sweep
+
+    jobs = jobs or os.cpu_count() or 1
+    if jobs < 1:
+        raise FPEError(f"--jobs must be >= 1, got {jobs}")
+    n_runs = cfg.trials * len(hiddens)
+    click.echo(f"{label}: hidden {hiddens}, {cfg.trials} trials, epochs {cfg.pretrain_epochs}+{cfg.post_epochs}, "
+               f"variants {', '.join(cfg.variants)}; {n_runs} runs on {jobs} job(s) -> {out_dir}/runs.jsonl")
+    executor = local_executor(jobs) if jobs > 1 and n_runs > 1 else None
+    try:
+        run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()}, executor=executor,
+                         progress=LineProgress(0, label=label), log=lambda s: click.echo(s, err=True))
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+    recs = [r for r in load_records(out_dir, cfg) if r["key"]["hidden"] in hiddens]
+    return recs
+
+
+def settings_block(cfg, hiddens, extra="") -> str:
+    tr = cfg.train
+    src = cfg.data_path or ("/usr/share/datasets/fashion-mnist" if cfg.dataset == "fashion-mnist" else "")
+    lines = [
+        f"Command: `{_command_line()}`",
+        "",
+        f"* data: {cfg.dataset} ({src}); validation: {100 * cfg.val_fraction:.0f}% of the training set, not trained on",
+        f"* network: {cfg.layers} weight layers ({cfg.layers - 1} hidden), LayerNorm before ReLU: {cfg.use_layer_norm}; "
+        f"neurons (pre-expansion): {hiddens}",
+        f"* schedule: {cfg.pretrain_epochs} epochs dense pre-training, then {cfg.post_epochs} epochs for every model "
+        f"(fresh Adam); scratch baselines train {cfg.pretrain_epochs + cfg.post_epochs} epochs in one phase",
+        f"* alpha = {cfg.alpha}; variants: {', '.join(cfg.variants)}; trials: {cfg.trials}; seed {cfg.seed}",
+        f"* optimiser: Adam lr {tr.lr}, betas {tuple(tr.betas)}, batch {tr.batch_size}; penalties lambda_1 = {tr.l1} "
+        f"(W1), lambda_2 = {tr.l2} (all); warm-up: {tr.warmup}; dtype {cfg.dtype}",
+    ]
+    if any(v.startswith("gram") for v in cfg.variants):
+        lines.append(f"* Gram split: {cfg.gram_clusters} clusters, {cfg.gram_linkage} linkage on the rows of "
+                     "G = W1^T W1 of the trained parent")
+    if any(v.startswith("rewire") for v in cfg.variants):
+        lines.append(f"* rewiring: every {cfg.rewire_every} steps, fraction {cfg.rewire_fraction} of masked weights, "
+                     f"{cfg.rewire_decay} decay, events stop after {100 * cfg.rewire_end:.0f}% of the post-split steps")
+    if extra:
+        lines.append(extra)
+    lines.append("* `*` baselines beyond the paper: dense from scratch = the parent's architecture (same non-zero "
+                 "count) trained pre+post epochs without the restart; sparse mask from scratch = the random split's "
+                 "exact post-split mask, freshly initialised, trained pre+post epochs (no dense pre-training).")
+    return "\n".join(lines) + "\n"
+
+
+def report_sweep(cfg, records, hiddens, out_dir, title, figure_name):
+    """summary.json, tables.md and the Figure-5-style figure of one sweep; echo the main tables."""
+    from . import vision_report as vr
+    from .vision import summarize
+
+    if not records:
+        raise FPEError(f"no finished runs in {out_dir}")
+    summary = summarize(records, cfg.variants)
+    C = len(records[0]["parent"]["per_class_test_acc"])
+    text = vr.tables(summary, cfg.variants, C, _class_names(cfg))
+    head = f"# {title}\n\n" + settings_block(cfg, hiddens) + "\n"
+    vr.write(os.path.join(out_dir, "tables.md"), head + text)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump({"config": cfg.signature(), "trials": cfg.trials, "summary": {str(h): s for h, s in summary.items()}},
+                  f, indent=2)
+    fig = vr.figure_hidden_sweep(summary, cfg.variants, os.path.join(out_dir, figure_name), title)
+    click.echo(text.split("\n### Model selection")[0])
+    click.echo(f"wrote {out_dir}/tables.md, summary.json, {os.path.basename(fig)}")
+    return summary
+
+
+# ---------------------------------------------------------------- commands
+def commands():
+    from .vision import VisionConfig
+
+    @click.command("fashion-mnist")
+    @click.option("--hidden", type=int, multiple=True,
+                  help="Neurons before expansion (repeatable). Default 4 8 16 32 (Figure 5a's range is not stated).")
+    @click.option("--trials", type=int, default=5, show_default=True, help="Trials T (Figure 5: five).")
+    @click.option("--pretrain-epochs", type=int, default=20, show_default=True,
+                  help="Dense pre-training epochs before FPE (Figure 5a's caption: 20).")
+    @click.option("--post-epochs", type=int, default=20, show_default=True,
+                  help="Epochs after the split, for every model (not stated by the paper).")
+    @click.option("--baselines/--no-baselines", default=True, show_default=True,
+                  help="Also train the dense-from-scratch and sparse-mask-from-scratch baselines.")
+    @click.option("--quick", is_flag=True, help="Hidden 4 8, 2 trials, 1+1 epochs: a smoke test.")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/fashion_mnist; --quick: results/fashion_mnist-quick).")
+    @data_opts("Not used here.")
+    @split_opts
+    @train_opts
+    @run_opts
+    def fashion_mnist(hidden, trials, pretrain_epochs, post_epochs, baselines, quick, out_dir, data_file, data_dir,
+                      n_classes, alpha, gram_clusters, gram_linkage, lr, batch_size, l1, l2, jobs, val_fraction,
+                      dtype, seed):
+        """Figure 5a: FashionMNIST, dense vs random-split vs Gram-split FPE over the hidden size.
+
+        Raw flattened pixels scaled to [0, 1] (784 inputs, 10 classes, softmax
+        cross-entropy). Per hidden size and trial: a dense [784, h, 10] MLP pre-trains
+        --pretrain-epochs; it is split (alpha, random and Gram-cluster splits; the Gram
+        split clusters the rows of W1^T W1 of the trained parent) and every model trains
+        --post-epochs more; the beyond-the-paper baselines train from scratch.
+        Tables: absolute and relative test accuracy, accuracy per parameter, selection on
+        the test set vs on a validation split, per-class accuracy. Resumable.
+        """
+        if data_file:
+            raise FPEError("fashion-mnist reads IDX files: use --data-dir, or `fpe reproduce embeddings --data FILE`")
+        if n_classes is not None:
+            raise FPEError("--n-classes applies to embeddings only")
+        if quick:
+            hidden, trials, pretrain_epochs, post_epochs = hidden or (4, 8), 2, 1, 1
+        variants = ("dense", "random", "gram") + (("dense-scratch", "sparse-scratch") if baselines else ())
+        cfg = VisionConfig(dataset="fashion-mnist", data_path=data_dir, alpha=alpha, pretrain_epochs=pretrain_epochs,
+                           post_epochs=post_epochs, variants=variants, trials=trials, val_fraction=val_fraction,
+                           gram_clusters=gram_clusters, gram_linkage=gram_linkage, dtype=dtype, seed=seed,
+                           train=_train(lr, batch_size, l1, l2))
+        hs = _hidden(hidden, (4, 8, 16, 32))
+        out_dir = out_dir or ("results/fashion_mnist-quick" if quick else "results/fashion_mnist")
+        recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "fashion-mnist")
+        report_sweep(cfg, recs, hs, out_dir, "Figure 5a: FashionMNIST, FPE vs dense (alpha = %d)" % alpha,
+                     "fig5a_fashion_mnist.png")
+
+    @click.command("embeddings")
+    @click.option("--data", "data_file", type=click.Path(exists=True), required=True,
+                  help="Embedding file: .npz with X_train, y_train, X_test, y_test (or a directory of .npy); "
+                       "see docs/embeddings.md. CLIP ViT-B/16 of CIFAR-100, ImageNet-100 or ImageNet-1k in the paper.")
+    @click.option("--n-classes", type=int, default=None, help="Number of classes K (default: inferred from the labels).")
+    @click.option("--layers", type=click.Choice(["2", "5", "7", "9"]), default="2", show_default=True,
+                  help="Weight layers: 2 = one hidden layer (Figure 5b-d); 5, 7, 9 = A.7's deep MLPs with LayerNorm "
+                       "and alternating expansion of hidden layers 1, 3, ... (Tables A3/A4).")
+    @click.option("--hidden", type=int, multiple=True,
+                  help="Neurons per hidden layer before expansion (repeatable). Default: 8 16 32 64 for 2 layers; "
+                       "4 8 12 16 (Table A3) for deep nets.")
+    @click.option("--trials", type=int, default=5, show_default=True,
+                  help="Trials (paper: 5 for Figure 5b-c, 10 for 5d and Table A4, 30 for Table A3).")
+    @click.option("--pretrain-epochs", type=int, default=25, show_default=True,
+                  help="Dense pre-training epochs (Figure 5b-d's caption: 25).")
+    @click.option("--post-epochs", type=int, default=25, show_default=True,
+                  help="Epochs after the split (not stated by the paper).")
+    @click.option("--gram/--no-gram", default=None,
+                  help="Include the Gram split (default: on for 2 layers; the deep tables are random-split only).")
+    @click.option("--baselines/--no-baselines", default=True, show_default=True,
+                  help="Also train the dense-from-scratch and sparse-mask-from-scratch baselines.")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/embeddings/<file stem>-L<layers>).")
+    @split_opts
+    @train_opts
+    @run_opts
+    def embeddings(data_file, n_classes, layers, hidden, trials, pretrain_epochs, post_epochs, gram, baselines,
+                   out_dir, alpha, gram_clusters, gram_linkage, lr, batch_size, l1, l2, jobs, val_fraction, dtype,
+                   seed):
+        """Figure 5b-d and Tables A3/A4: FPE on precomputed (CLIP) embeddings, single-layer or deep.
+
+        Same workflow as fashion-mnist on the embedding file's train/test split. With
+        --layers 5/7/9 the MLP has LayerNorm before each ReLU and hidden layers 1, 3, ...
+        are split (A.7: the layer after each split layer only widens its inputs and is
+        re-sparsified; the classification head is never split); the weight count is held
+        exactly. No embedding files ship with fpe-ref: produce them (docs/embeddings.md).
+        """
+        L = int(layers)
+        gram = (L == 2) if gram is None else gram
+        variants = ("dense", "random") + (("gram",) if gram else ()) + \
+                   (("dense-scratch", "sparse-scratch") if baselines else ())
+        cfg = VisionConfig(dataset="embeddings", data_path=os.fspath(data_file), n_classes=n_classes, layers=L,
+                           alpha=alpha, pretrain_epochs=pretrain_epochs, post_epochs=post_epochs, variants=variants,
+                           trials=trials, val_fraction=val_fraction, gram_clusters=gram_clusters,
+                           gram_linkage=gram_linkage, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+        hs = _hidden(hidden, (8, 16, 32, 64) if L == 2 else (4, 8, 12, 16))
+        stem = os.path.splitext(os.path.basename(os.path.normpath(data_file)))[0]
+        out_dir = out_dir or os.path.join("results", "embeddings", f"{stem}-L{L}")
+        recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "embeddings")
+        what = "Figure 5b-d" if L == 2 else "Tables A3/A4"
+        report_sweep(cfg, recs, hs, out_dir, f"{what}: {stem}, {L} layers, FPE vs dense (alpha = {alpha})",
+                     "fig5_embeddings.png" if L == 2 else "tableA3_deep.png")
+
+    @click.command("two-four")
+    @click.option("--hidden", type=int, multiple=True, help="Neurons before expansion (Table A5: 8).")
+    @click.option("--trials", type=int, default=10, show_default=True, help="Trials (Table A5: ten).")
+    @click.option("--pretrain-epochs", type=int, default=None,
+                  help="Dense pre-training epochs (default 20 on FashionMNIST, 25 on embeddings).")
+    @click.option("--post-epochs", type=int, default=None, help="Epochs after the split (default = pre-training).")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/two_four_<data>).")
+    @data_opts("Default: FashionMNIST (the paper's Table A5 uses CIFAR-100 CLIP embeddings).")
+    @train_opts
+    @run_opts
+    def two_four(hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, data_dir, n_classes, lr,
+                 batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+        """Table A5: 2:4 structured-sparsity FPE vs random-split FPE vs dense (alpha = 2).
+
+        The 2:4 split gives, in every block of four consecutive inputs of a parent, two to
+        each child (each child row is exactly 2:4 before re-sparsification and at most 2
+        of 4 after). Needs an input dimension divisible by 4 (784 and 512 are).
+        """
+        ds = _dataset(data_file, data_dir, n_classes)
+        pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
+        cfg = VisionConfig(**ds, alpha=2, pretrain_epochs=pe, post_epochs=post_epochs or pe,
+                           variants=("dense", "two-four", "random"), trials=trials, val_fraction=val_fraction,
+                           dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+        hs = _hidden(hidden, (8,))
+        out_dir = out_dir or f"results/two_four_{_data_tag(ds)}"
+        recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "two-four")
+        report_sweep(cfg, recs, hs, out_dir, f"Table A5: 2:4 vs random FPE ({_data_tag(ds)})", "tableA5_two_four.png")
+
+    @click.command("rewiring")
+    @click.option("--hidden", type=int, multiple=True, help="Neurons before expansion (A.7: 4 8 16).")
+    @click.option("--trials", type=int, default=5, show_default=True, help="Trials (A.7: ten).")
+    @click.option("--pretrain-epochs", type=int, default=None,
+                  help="Dense pre-training epochs (default 20 on FashionMNIST, 25 on embeddings).")
+    @click.option("--post-epochs", type=int, default=None, help="Epochs after the split (default = pre-training).")
+    @click.option("--every", type=int, default=100, show_default=True,
+                  help="Optimizer steps between rewiring events (K).")
+    @click.option("--fraction", type=float, default=0.3, show_default=True,
+                  help="Share of the masked weights unmasked (at zero) per event; as many smallest-|w| active "
+                       "weights are pruned, per matrix.")
+    @click.option("--decay", type=click.Choice(["constant", "cosine"]), default="cosine", show_default=True,
+                  help="Fraction schedule: constant, or RigL's cosine decay to 0 at the end point.")
+    @click.option("--end", type=float, default=0.75, show_default=True,
+                  help="Events stop after this share of the post-split steps (RigL: 0.75).")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/rewiring_<data>).")
+    @data_opts("Default: FashionMNIST (the paper's rewiring runs use CIFAR-100 CLIP embeddings).")
+    @click.option("--alpha", type=int, default=2, show_default=True, help="Expansion factor alpha.")
+    @train_opts
+    @run_opts
+    def rewiring(hidden, trials, pretrain_epochs, post_epochs, every, fraction, decay, end, out_dir, data_file,
+                 data_dir, n_classes, alpha, lr, batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+        """A.7 dynamic rewiring: one-shot random FPE vs random FPE + rewiring vs dense.
+
+        After the split, every --every optimizer steps each masked matrix unmasks a random
+        --fraction of its masked positions (new weights start at 0 with zero Adam moments)
+        and prunes as many of its smallest-|w| previously active weights: the non-zero
+        count of every matrix stays exactly constant. The paper's hyper-parameters for this
+        are not given ("optimal rewiring hyperparameters"); ours are the defaults below.
+        """
+        ds = _dataset(data_file, data_dir, n_classes)
+        pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
+        cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=pe, post_epochs=post_epochs or pe,
+                           variants=("dense", "random", "rewire"), trials=trials, val_fraction=val_fraction,
+                           rewire_every=every, rewire_fraction=fraction, rewire_decay=decay, rewire_end=end,
+                           dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+        hs = _hidden(hidden, (4, 8, 16))
+        out_dir = out_dir or f"results/rewiring_{_data_tag(ds)}"
+        recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "rewiring")
+        report_sweep(cfg, recs, hs, out_dir, f"A.7 rewiring: one-shot vs rewired random FPE ({_data_tag(ds)})",
+                     "rewiring.png")
+
+    @click.command("alpha")
+    @click.option("--alphas", type=int, multiple=True, help="Expansion factors (Figure 6d: 2 4 8).")
+    @click.option("--hidden", type=int, multiple=True, help="Neurons before expansion (default 4 8 16 32).")
+    @click.option("--trials", type=int, default=5, show_default=True, help="Trials (Figure 6d: five).")
+    @click.option("--pretrain-epochs", type=int, default=None,
+                  help="Dense pre-training epochs (default 20 on FashionMNIST, 25 on embeddings).")
+    @click.option("--post-epochs", type=int, default=None, help="Epochs after the split (default = pre-training).")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/alpha_<data>).")
+    @data_opts("Default: FashionMNIST (the paper's Figure 6d uses CIFAR-100 CLIP embeddings).")
+    @train_opts
+    @run_opts
+    def alpha_cmd(alphas, hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, data_dir, n_classes, lr,
+                  batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+        """Figure 6d: relative improvement of random-split FPE vs neurons for alpha in {2, 4, 8}.
+
+        Every alpha splits the same trained parent of a (hidden, trial), so the comparison
+        across alpha is paired. Also reports the mean cosine of W1's rows (Figure 6c).
+        """
+        ds = _dataset(data_file, data_dir, n_classes)
+        pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
+        al = sorted(dict.fromkeys(alphas or (2, 4, 8)))
+        cfg = VisionConfig(**ds, alpha=al[0], pretrain_epochs=pe, post_epochs=post_epochs or pe,
+                           variants=("dense",) + tuple(f"random@{a}" for a in al), trials=trials,
+                           val_fraction=val_fraction, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+        hs = _hidden(hidden, (4, 8, 16, 32))
+        out_dir = out_dir or f"results/alpha_{_data_tag(ds)}"
+        recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "alpha")
+        report_sweep(cfg, recs, hs, out_dir, f"Figure 6d: random-split FPE by alpha ({_data_tag(ds)})",
+                     "fig6d_alpha.png")
+
+    @click.command("pretrain-timing")
+    @click.option("--hidden", type=int, default=8, show_default=True, help="Neurons before expansion (Figure 6b: 8).")
+    @click.option("--split-at", type=int, multiple=True,
+                  help="Pre-training epochs before the split (repeatable). Default 1 5 10 20 30.")
+    @click.option("--total-epochs", type=int, default=40, show_default=True,
+                  help="Pre-training + post-split epochs, the same for every split time.")
+    @click.option("--trials", type=int, default=5, show_default=True, help="Trials (Figure 6b: five).")
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                  help="Output directory (default results/pretrain_timing_<data>); one sub-sweep per split time.")
+    @data_opts("Default: FashionMNIST (the paper's Figure 6b uses CIFAR-100 CLIP embeddings).")
+    @click.option("--alpha", type=int, default=2, show_default=True, help="Expansion factor alpha.")
+    @train_opts
+    @run_opts
+    def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, data_dir, n_classes, alpha, lr,
+                        batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+        """Figure 6b: training curves of dense and random-split FPE for several split times.
+
+        For each split epoch P the dense parent trains P epochs, then the dense baseline
+        (fresh Adam) and the random-split model train total - P more. Curves: mean test
+        accuracy per epoch +- s.e.m.; table: final accuracy per split time.
+        """
+        from . import vision_report as vr
+        from .vision import summarize
+
+        ds = _dataset(data_file, data_dir, n_classes)
+        splits_at = sorted(dict.fromkeys(split_at or (1, 5, 10, 20, 30)))
+        if any(p < 0 or p >= total_epochs for p in splits_at):
+            raise FPEError(f"--split-at values must be in [0, --total-epochs), got {splits_at}")
+        out_dir = out_dir or f"results/pretrain_timing_{_data_tag(ds)}"
+        curves, rows, cfgs = {}, [], []
+        for p in splits_at:
+            cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=p, post_epochs=total_epochs - p,
+                               variants=("dense", "random"), trials=trials, val_fraction=val_fraction, dtype=dtype,
+                               seed=seed, train=_train(lr, batch_size, l1, l2))
+            cfgs.append(cfg)
+            recs = run_sweep_cmd(cfg, [hidden], os.path.join(out_dir, f"split_at_{p}"), jobs, f"split at {p}")
+            s = summarize(recs, cfg.variants)[hidden]
+            rows.append([p, vr._pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),
+                         vr._pct(s["dense"]["acc_mean"], s["dense"]["acc_sem"]),
+                         vr._pct(s["random"]["acc_mean"], s["random"]["acc_sem"]), vr.ri_cell(s["random"])])
+            for v in cfg.variants:
+                full = []
+                for r in recs:
+                    c0, c1 = r["parent"]["curve"], r["models"][v]["curve"]
+                    full.append(c0["test_acc"] + c1["test_acc"])
+                ep = list(range(1, total_epochs + 1))
+                A = np.asarray(full)
+                sem = A.std(0, ddof=1) / np.sqrt(len(A)) if len(A) > 1 else np.zeros(A.shape[1])
+                curves[f"{v}, split at {p}"] = (ep, A.mean(0), sem, p)
+        table = vr._table(["split at epoch", "dense parent at split (%)", f"dense after {total_epochs} (%)",
+                           f"random FPE after {total_epochs} (%)", "(RI − 1) %"], rows)
+        title = f"Figure 6b: split timing, {hidden} neurons, alpha {alpha} ({_data_tag(ds)})"
+        vr.write(os.path.join(out_dir, "tables.md"),
+                 f"# {title}\n\n" + settings_block(cfgs[-1], [hidden], f"* split times: {splits_at}; total epochs "
+                                                   f"{total_epochs}") + "\n" + table + "\n")
+        vr.figure_curves(curves, os.path.join(out_dir, "fig6b_pretrain_timing.png"), title)
+        click.echo(table)
+        click.echo(f"wrote {out_dir}/tables.md, fig6b_pretrain_timing.png")
+
+    return [fashion_mnist, embeddings, pretrain_timing, alpha_cmd, two_four, rewiring]
+
+
+def _data_tag(ds) -> str:
+    if ds["dataset"] == "fashion-mnist":
+        return "fashion_mnist"
+    return os.path.splitext(os.path.basename(os.path.normpath(ds["data_path"])))[0]
+

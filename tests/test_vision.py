@@ -1,0 +1,262 @@
+"""Real-data FPE workflow (fpe_ref.vision) and its commands, on tiny files the tests write."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fpe_ref.data.fashion_mnist import DEFAULT_DATA_DIR
+from fpe_ref.errors import FPEError
+from fpe_ref.mlp import MLP
+from fpe_ref.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, relative_improvement,
+                            run_one, summarize, vision_train_config)
+
+ALL = ("dense", "random", "gram", "two-four", "rewire", "dense-scratch", "sparse-scratch")
+
+
+def write_embeddings(path: Path, d=8, C=3, n_train=150, n_test=60, seed=0) -> Path:
+    """Gaussian blobs: class k has mean 4 e_k (learnable in a few epochs)."""
+    rng = np.random.default_rng(seed)
+    means = 4.0 * np.eye(C, d)
+
+    def make(n):
+        y = rng.integers(0, C, size=n)
+        return (means[y] + rng.normal(size=(n, d))).astype(np.float32), y.astype(np.int64)
+
+    Xtr, ytr = make(n_train)
+    Xte, yte = make(n_test)
+    np.savez(path, X_train=Xtr, y_train=ytr, X_test=Xte, y_test=yte)
+    return path
+
+
+def write_fmnist(d: Path, n_train=40, n_test=20) -> Path:
+    rng = np.random.default_rng(0)
+
+    def idx(arr):
+        return bytes([0, 0, 8, arr.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape) + arr.tobytes()
+
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        (d / f"{stem}-images-idx3-ubyte.gz").write_bytes(
+            gzip.compress(idx(rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8))))
+        (d / f"{stem}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx(np.arange(n, dtype=np.uint8) % 10)))
+    return d
+
+
+@pytest.fixture
+def emb(tmp_path):
+    return write_embeddings(tmp_path / "blobs.npz")
+
+
+def tiny_cfg(path, **kw):
+    base = dict(dataset="embeddings", data_path=str(path), pretrain_epochs=2, post_epochs=2, trials=1,
+                variants=ALL, dtype="float64", rewire_every=2, gram_clusters=4,
+                train=vision_train_config(batch_size=50, lr=0.03))
+    base.update(kw)
+    return VisionConfig(**base)
+
+
+# ---------------------------------------------------------------- config and helpers
+@pytest.mark.parametrize("kw,msg", [
+    (dict(dataset="cifar"), "dataset must be"),
+    (dict(dataset="embeddings", data_path=None), "needs a file"),
+    (dict(variants=("dense", "sparse")), "unknown variant"),
+    (dict(variants=("dense", "sparse-scratch")), "add 'random'"),
+    (dict(variants=("dense", "dense")), "repeat"),
+    (dict(variants=("dense@4",)), "only split variants"),
+    (dict(val_fraction=1.0), "val_fraction"),
+    (dict(layers=1), "layers must be"),
+    (dict(pretrain_epochs=-1), "pretrain_epochs"),
+    (dict(rewire_fraction=2.0), "fraction"),
+])
+def test_config_bad_input(kw, msg):
+    with pytest.raises(FPEError, match=msg):
+        VisionConfig(**kw)
+
+
+def test_parse_variant():
+    assert parse_variant("random@4", 2) == ("random", 4)
+    assert parse_variant("gram", 2) == ("gram", 2)
+    with pytest.raises(FPEError, match="integer"):
+        parse_variant("random@x", 2)
+    with pytest.raises(FPEError, match=">= 2"):
+        parse_variant("random@1", 2)
+
+
+def test_per_class_accuracy_hand_example():
+    # one-input, two-class net whose logits are (0, x): predicts 1 iff x > 0
+    model = MLP({"W1": np.array([[0.0], [1.0]]), "b1": np.zeros(2)})
+    X = np.array([[1.0], [-1.0], [2.0], [-3.0], [0.5]])
+    y = np.array([1, 0, 0, 0, 1])
+    assert per_class_accuracy(model, X, y, 3)[:2] == [2 / 3, 1.0]
+    assert np.isnan(per_class_accuracy(model, X, y, 3)[2])
+
+
+def test_relative_improvement_hand_example():
+    ri, se, p = relative_improvement([0.6, 0.8], [0.4, 0.6])
+    assert ri == pytest.approx(1.4)
+    # se_f = se_d = std(ddof=1)/sqrt(2) = 0.1 -> se = 1.4 * sqrt((0.1/0.7)^2 + (0.1/0.5)^2)
+    assert se == pytest.approx(1.4 * np.sqrt((0.1 / 0.7) ** 2 + 0.2 ** 2))
+    assert p == pytest.approx(0.2929, abs=1e-4)  # Welch: t = 0.2 / sqrt(0.02) = 1.414, df = 2
+
+
+# ---------------------------------------------------------------- runs
+def test_run_one_every_variant_holds_counts(emb):
+    cfg = tiny_cfg(emb)
+    rec = run_one(cfg, 4, 0)
+    m = rec["models"]
+    assert set(m) == set(ALL)
+    nnz = rec["parent"]["nonzero_weights"]
+    assert all(m[v]["nonzero_weights"] == nnz for v in ALL), {v: m[v]["nonzero_weights"] for v in ALL}
+    assert m["random"]["sizes"] == [8, 8, 3] and m["dense"]["sizes"] == [8, 4, 3]
+    assert m["sparse-scratch"]["sizes"] == m["random"]["sizes"]
+    assert m["dense-scratch"]["epochs"] == m["sparse-scratch"]["epochs"] == 4
+    assert m["rewire"]["rewire_events"] >= 1 and m["rewire"]["rewired_weights"] > 0
+    assert sum(m["gram"]["gram_cluster_sizes"]) == 8
+    assert len(m["dense"]["per_class_test_acc"]) == 3 and m["dense"]["val_acc"] is not None
+    assert len(m["random"]["curve"]["test_acc"]) == 2
+    assert rec["parent"]["test_acc"] > 0.5  # the blobs are learnable
+
+
+def test_run_one_is_seeded(emb):
+    cfg = tiny_cfg(emb, variants=("dense", "random"))
+    a, b = run_one(cfg, 4, 1), run_one(cfg, 4, 1)
+    assert a == b
+
+
+@pytest.mark.parametrize("layers", [5, 7])
+def test_run_one_deep_alternating(tmp_path, layers):
+    path = write_embeddings(tmp_path / "e.npz", d=12, C=4)
+    cfg = tiny_cfg(path, layers=layers, variants=("dense", "random", "sparse-scratch"))
+    rec = run_one(cfg, 4, 0)
+    m = rec["models"]
+    assert m["random"]["nonzero_weights"] == m["dense"]["nonzero_weights"] == m["sparse-scratch"]["nonzero_weights"]
+    assert m["random"]["expanded_layers"] == list(range(1, layers, 2))
+    assert m["random"]["layernorm"] > m["dense"]["layernorm"]  # LayerNorm on, and wider after expansion
+    hidden = m["random"]["sizes"][1:-1]
+    assert hidden == [8 if i % 2 == 0 else 4 for i in range(layers - 1)]
+
+
+def test_summarize_two_trials(emb):
+    cfg = tiny_cfg(emb, variants=("dense", "random"))
+    recs = [{"key": {"hidden": 4, "trial": t}, **run_one(cfg, 4, t)} for t in range(2)]
+    s = summarize(recs, cfg.variants)[4]
+    assert s["dense"]["n"] == 2 and "ri" in s["random"] and "ri" not in s["dense"]
+    assert s["random"]["acc_best_test_selected"] >= s["random"]["acc_mean"]
+    assert "acc_best_val_selected" in s["random"]
+
+
+# ---------------------------------------------------------------- commands
+def _cli():
+    from cli import fpe
+
+    return fpe
+
+
+def _invoke(args):
+    res = CliRunner().invoke(_cli(), args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+TINY = ["--pretrain-epochs", "1", "--post-epochs", "1", "--trials", "2", "--jobs", "1", "--dtype", "float64",
+        "--batch-size", "50", "--lr", "0.03"]
+
+
+def test_cli_embeddings_single_layer_and_resume(emb, tmp_path):
+    out = tmp_path / "out"
+    args = ["reproduce", "embeddings", "--data", str(emb), "--hidden", "4", "--hidden", "6", "--gram-clusters", "4",
+            "--out", str(out)] + TINY
+    text = _invoke(args)
+    assert "Relative improvement" in text and "Gram split" in text
+    for f in ("runs.jsonl", "sweep.json", "tables.md", "summary.json", "fig5_embeddings.png"):
+        assert (out / f).exists(), f
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    _invoke(args)  # resume: nothing new
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+    assert len(load_records(out)) == 4
+    tables = (out / "tables.md").read_text()
+    assert "best of T (val-selected)" in tables and "sparse mask from scratch" in tables
+
+
+def test_cli_embeddings_deep(tmp_path):
+    path = write_embeddings(tmp_path / "e.npz", d=12, C=4)
+    out = tmp_path / "deep"
+    _invoke(["reproduce", "embeddings", "--data", str(path), "--layers", "5", "--hidden", "4", "--out", str(out),
+             "--no-baselines"] + TINY)
+    summ = json.loads((out / "summary.json").read_text())
+    assert set(summ["summary"]["4"]) == {"parent", "dense", "random"}
+    assert (out / "tableA3_deep.png").exists()
+
+
+def test_cli_other_settings_refused(emb, tmp_path):
+    out = tmp_path / "out"
+    _invoke(["reproduce", "embeddings", "--data", str(emb), "--hidden", "4", "--out", str(out), "--no-gram",
+             "--no-baselines"] + TINY)
+    res = CliRunner().invoke(_cli(), ["reproduce", "embeddings", "--data", str(emb), "--hidden", "4", "--out",
+                                      str(out), "--no-baselines", "--no-gram", "--l2", "0.01"] + TINY)
+    assert res.exit_code != 0 and "other settings" in str(res.exception)
+
+
+@pytest.mark.parametrize("cmd,extra,files", [
+    ("two-four", ["--hidden", "4"], ["tableA5_two_four.png"]),
+    ("rewiring", ["--hidden", "4", "--every", "1", "--decay", "constant"], ["rewiring.png"]),
+    ("alpha", ["--hidden", "4", "--alphas", "2", "--alphas", "4"], ["fig6d_alpha.png"]),
+])
+def test_cli_section_34_and_a7_commands(emb, tmp_path, cmd, extra, files):
+    out = tmp_path / cmd
+    text = _invoke(["reproduce", cmd, "--data", str(emb), "--out", str(out)] + extra + TINY)
+    assert "Test accuracy" in text
+    for f in ["tables.md", "summary.json"] + files:
+        assert (out / f).exists(), f
+
+
+def test_cli_pretrain_timing(emb, tmp_path):
+    out = tmp_path / "pt"
+    text = _invoke(["reproduce", "pretrain-timing", "--data", str(emb), "--hidden", "4", "--split-at", "0",
+                    "--split-at", "2", "--total-epochs", "3", "--trials", "2", "--jobs", "1", "--batch-size", "50",
+                    "--out", str(out)])
+    assert "split at epoch" in text
+    assert (out / "fig6b_pretrain_timing.png").exists()
+    assert (out / "split_at_0" / "runs.jsonl").exists() and (out / "split_at_2" / "runs.jsonl").exists()
+
+
+def test_cli_fashion_mnist_quick_on_tiny_idx(tmp_path):
+    d = tmp_path / "fm"
+    d.mkdir()
+    write_fmnist(d)
+    out = tmp_path / "out"
+    text = _invoke(["reproduce", "fashion-mnist", "--quick", "--data-dir", str(d), "--hidden", "2", "--jobs", "1",
+                    "--val-fraction", "0.25", "--out", str(out)])
+    assert "Gram split" in text
+    tables = (out / "tables.md").read_text()
+    assert "Per-class test accuracy" in tables and "Ankle boot" in tables
+    assert (out / "fig5a_fashion_mnist.png").exists()
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["reproduce", "two-four", "--data", "X", "--data-dir", "Y"], None),
+    (["reproduce", "pretrain-timing", "--split-at", "50", "--total-epochs", "40"], "split-at"),
+])
+def test_cli_bad_input(tmp_path, emb, args, msg):
+    args = [a if a != "X" else str(emb) for a in args]
+    args = [a if a != "Y" else str(tmp_path) for a in args]
+    res = CliRunner().invoke(_cli(), args)
+    assert res.exit_code != 0
+    assert isinstance(res.exception, FPEError) or "Error" in res.output
+    if msg:
+        assert msg in str(res.exception)
+
+
+# ---------------------------------------------------------------- the real Debian files (quick)
+@pytest.mark.skipif(not Path(DEFAULT_DATA_DIR).is_dir(), reason=f"{DEFAULT_DATA_DIR} absent")
+def test_real_fashion_mnist_one_epoch_each():
+    cfg = VisionConfig(pretrain_epochs=1, post_epochs=1, trials=1, variants=("random",))
+    rec = run_one(cfg, 4, 0)
+    assert rec["parent"]["test_acc"] > 0.3  # one epoch of a 4-neuron MLP on the real data (chance: 0.1)
+    assert rec["models"]["random"]["nonzero_weights"] == rec["parent"]["nonzero_weights"] == 4 * 784 + 40
+    assert rec["models"]["random"]["sizes"] == [784, 8, 10]
+    assert len(rec["models"]["random"]["per_class_test_acc"]) == 10
