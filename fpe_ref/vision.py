@@ -17,6 +17,8 @@ One run = one hidden size x one trial of this workflow (Sec. 3.1's, on real data
    architecture: the same non-zero weight count, no optimizer restart) and
    ``sparse-scratch`` (a fresh initialisation of the *random* variant's expanded shape with
    its exact post-split mask: same neurons, same sparsity pattern, no dense pre-training).
+   Its weights are drawn as ``nn.Linear``'s (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with the
+   dense fan-in) and then masked, as a PyTorch user applying a mask to a fresh layer gets.
 
 Variants (``VisionConfig.variants``; ``@a`` overrides alpha, e.g. ``random@4``):
 
