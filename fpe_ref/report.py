@@ -53,6 +53,9 @@ SPLIT_COLORS = {"clause": "tab:blue", "random": "tab:orange", "dense": "k"}
 ALPHA_STYLES = {2: ":", 4: "-"}  # Figure 4c: dotted alpha 2, solid alpha 4
 ALPHA_MARKERS = {2: "o", 4: "s"}
 SIG_LEVEL = 0.05
+METRICS = ("capacity", "cosine", "cosine_abs")  # interference metrics with a fold change
+METRIC_LABEL = {"capacity": "feature capacity", "cosine": "mean neuron cosine (signed)",
+                "cosine_abs": "mean neuron |cosine| (unsigned)"}
 
 # The paper's Tables A1 (total feature capacity) and A2 (mean neuron cosine similarity):
 # literals -> ((dense mean, sd), (clause-split mean, sd), (random-split mean, sd)); 8 neurons, 5 trials.
@@ -176,7 +179,8 @@ class Cells:
         out = []
         for r in self.runs(m, h, a):
             src = r["parent"] if variant == "parent" else r["models"][variant][stage]
-            out.append(src[field])
+            out.append(src.get(field, math.nan))  # older records lack cosine_abs
+        out = [x for x in out if x is not None and not math.isnan(x)]
         return np.asarray(out, dtype=float)
 
     def params(self, m, h, a, variant) -> float:
@@ -273,6 +277,7 @@ def _line_panel(ax, xs, stats, label, color, ls, marker, star_alpha4):
         ax.plot([], [], color=color, ls=ls, marker=marker, label=label + " (no runs)")
         return
     ax.errorbar(x, y, yerr=e, color=color, ls=ls, marker=marker, ms=4, capsize=3, label=label)
+    ax.margins(y=0.1)  # head room for the * marks
     if star_alpha4:
         for xi, s in zip(xs, stats):
             if s["sig"] and not math.isnan(s["ratio"]):
@@ -386,10 +391,10 @@ def fig3c(cells, meta, path):
 def fig4ab(cells, meta, path):
     """Figure 4a/b: capacity (top) and cosine (bottom) fold change vs hidden (a) and clauses (b)."""
     plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
+    fig, axes = plt.subplots(3, 2, figsize=(11, 10.5), sharey="row")
     for col, (name, xlabel, xof) in enumerate(_panels(meta)):
         pts = _grid_points(meta, name)
-        for row, field in enumerate(("capacity", "cosine")):
+        for row, field in enumerate(METRICS):
             ax = axes[row, col]
             ax.set_xticks(sorted({xof(p) for p in pts}))
             for a in sorted({p[2] for p in pts}):
@@ -401,12 +406,12 @@ def fig4ab(cells, meta, path):
                                 ALPHA_MARKERS.get(a, "^"), star_alpha4=(a == 4))
             ax.axhline(1.0, color="k", ls="--", lw=1.0)
             ax.grid(alpha=0.3)
-            ax.set_title(f"({'ab'[col]}) {'feature capacity' if field == 'capacity' else 'neuron cosine similarity'} "
-                         f"fold change")
-            if row == 1:
+            ax.set_title(f"({'ab'[col]}) {METRIC_LABEL[field]} fold change", fontsize=10)
+            if row == len(METRICS) - 1:
                 ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("capacity: FPE / dense")
-    axes[1, 0].set_ylabel("mean cosine: FPE / dense")
+    axes[1, 0].set_ylabel("cosine: FPE / dense")
+    axes[2, 0].set_ylabel("|cosine|: FPE / dense")
     axes[0, 1].legend(fontsize=8)
     fig.suptitle("Figure 4a/b: after phase 2, normalised to the dense baseline (dashed = 1); ± 1 SE; "
                  "* Welch p<0.05 (α=4 only)", fontsize=10)
@@ -420,7 +425,7 @@ def fig4c_fits(cells, meta) -> dict:
     """Figure 4c data: per (split, alpha) the points (fold change, relative improvement) and the fits."""
     pts = _grid_points(meta, "fig3a")
     out = {}
-    for field in ("capacity", "cosine"):
+    for field in METRICS:
         for s in SPLITS:
             for a in sorted({p[2] for p in pts}):
                 ps = sorted([p for p in pts if p[2] == a], key=lambda p: p[1])
@@ -433,8 +438,8 @@ def fig4c_fits(cells, meta) -> dict:
 def fig4c(fits, meta, path):
     """Figure 4c: relative improvement vs capacity (top) and cosine (bottom) fold change, with LSQ lines and R^2."""
     plt = _plt()
-    fig, axes = plt.subplots(2, 1, figsize=(6.5, 8))
-    for row, field in enumerate(("capacity", "cosine")):
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(6.5, 11))
+    for row, field in enumerate(METRICS):
         ax = axes[row]
         for (f, s, a), d in fits.items():
             if f != field:
@@ -450,7 +455,7 @@ def fig4c(fits, meta, path):
                         label=lab)
             else:
                 ax.plot([], [], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"), label=lab)
-        ax.set_xlabel(f"{'feature capacity' if field == 'capacity' else 'neuron cosine similarity'} fold change")
+        ax.set_xlabel(f"{METRIC_LABEL[field]} fold change")
         ax.set_ylabel("relative improvement")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -501,8 +506,10 @@ def fig_accuracy(cells, meta, path):
 def _tables_a1_a2(cells, meta):
     lines = []
     pts = _grid_points(meta, "tables") + _grid_points(meta, "tables-alpha4")
-    for field, title, paper, better in (("capacity", "Table A1: total feature capacity", PAPER_TABLE_A1, "higher"),
-                                        ("cosine", "Table A2: mean neuron cosine similarity", PAPER_TABLE_A2, "lower")):
+    for field, title, paper, better in (
+            ("capacity", "Table A1: total feature capacity", PAPER_TABLE_A1, "higher"),
+            ("cosine", "Table A2: mean neuron cosine similarity (signed, fpe_ref.metrics)", PAPER_TABLE_A2, "lower"),
+            ("cosine_abs", "Table A2, unsigned variant: mean |cosine|", PAPER_TABLE_A2, "lower")):
         for a in sorted({p[2] for p in pts}):
             ms = sorted(p[0] for p in pts if p[2] == a)
             h = pts[0][1]
@@ -529,12 +536,14 @@ def _accuracy_table(cells, meta, pts, label_of, title):
         rc, rr = cells.rel(m, h, a, "clause"), cells.rel(m, h, a, "random")
         fc = [cells.rel(m, h, a, s, "capacity") for s in SPLITS]
         fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
+        fu = [cells.rel(m, h, a, s, "cosine_abs") for s in SPLITS]
         rows.append([label_of(p), str(a), f"{n}/{cells.planned}", _pm(par), *[_pm(s) for s in accs],
                      _rel(rc), _f(rc["p"], 3), _rel(rr), _f(rr["p"], 3),
-                     *[_rel(x, 2) for x in fc], *[_rel(x, 2) for x in fo]])
+                     *[_rel(x, 2) for x in fc], *[_rel(x, 2) for x in fo], *[_rel(x, 2) for x in fu]])
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
-            "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random"]
+            "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random",
+            "\|cos\| FC clause", "\|cos\| FC random"]
     return [f"### {title}\n", _table(head, rows), ""]
 
 
@@ -550,7 +559,8 @@ def markdown(cells, meta, fits, n_records) -> str:
          "",
          "Statistics (see `fpe_ref/report.py`): RI = relative improvement = mean FPE test accuracy / mean dense "
          "test accuracy ± 1 SE (delta method); `*` = Welch t-test p < 0.05 (two-sided); FC = fold change of "
-         "capacity / mean cosine, FPE over dense, after phase 2. Accuracies are mean ± sd over trials. "
+         "capacity / mean cosine (signed, as fpe_ref.metrics computes it) / mean |cosine| (unsigned), "
+         "FPE over dense, after phase 2. Accuracies are mean ± sd over trials. "
          "`—` = no finished run; `n=3/5` = 3 of 5 planned trials finished.", ""]
     L.append("## Progress\n")
     rows = []
@@ -610,13 +620,13 @@ def summary(cells, meta, fits) -> dict:
     out = {"trials_planned": cells.planned, "cells": [], "fig4c": []}
     for (m, h, a), runs in sorted(cells.by.items()):
         c = {"m": m, "hidden": h, "alpha": a, "clauses": m // meta["config"]["k"], "trials": len(runs)}
-        c["parent"] = {f: mean_sd_se(cells.values(m, h, a, "parent", f)) for f in ("test_acc", "capacity", "cosine")}
+        c["parent"] = {f: mean_sd_se(cells.values(m, h, a, "parent", f)) for f in ("test_acc",) + METRICS}
         for v in VARIANTS:
-            c[v] = {f: mean_sd_se(cells.values(m, h, a, v, f)) for f in ("test_acc", "capacity", "cosine")}
+            c[v] = {f: mean_sd_se(cells.values(m, h, a, v, f)) for f in ("test_acc",) + METRICS}
             c[v]["params"] = cells.params(m, h, a, v)
         for s in SPLITS:
             c[f"{s}_vs_dense"] = {f: {kk: vv for kk, vv in cells.rel(m, h, a, s, f).items() if kk not in ("a", "b")}
-                                  for f in ("test_acc", "capacity", "cosine")}
+                                  for f in ("test_acc",) + METRICS}
         out["cells"].append(c)
     for (f, s, a), d in fits.items():
         out["fig4c"].append({"fold_change_of": f, "split": s, "alpha": a, **d})
