@@ -78,10 +78,10 @@ TOL_FLOAT32 = {
     ("adam", "param"): 1e-5,
     ("adam", "m"): 2e-5,
     ("adam", "v"): 2e-5,
-    ("metrics", "gram"): 1e-6,
-    ("metrics", "capacity"): 1e-6,
-    ("metrics", "capacity_total"): 1e-6,
-    ("metrics", "cosine"): 1e-6,
+    ("metrics", "gram"): 1e-5,
+    ("metrics", "capacity"): 1e-5,
+    ("metrics", "capacity_total"): 1e-5,
+    ("metrics", "cosine"): 1e-5,
 }
 
 # Adam case hyper-parameters: larger than A.3.1's so that every penalty visibly moves the weights.
@@ -197,17 +197,26 @@ def build_inputs(case: Case) -> dict:
         model = MLP.init(sizes, rng, layer_norm=cfg["layer_norm"])
         _randomize_non_weights(model, rng)
         nW, nN = f"W{layer}", f"W{layer + 1}"
-        model.params[nW], model.params[nN] = _distinct_magnitudes(model.params[nW].shape,
-                                                                  model.params[nN].shape, rng)
         masks = {}
         if cfg["parent_masked"]:
             for k in (nW, nN):
                 masks[k] = rng.random(model.params[k].shape) < 0.75
-        model = MLP(model.params, masks, cfg["layer_norm"])
         h, d = model.params[nW].shape
         S = _random_split(h, d, alpha, rng, masks.get(nW))
-        M1 = S & masks.get(nW, np.ones((h, d), dtype=bool))[np.repeat(np.arange(h), alpha)]
+        parent_of = np.repeat(np.arange(h), alpha)
+        M = masks.get(nW, np.ones((h, d), dtype=bool))
         Mn = masks.get(nN, np.ones_like(model.params[nN], dtype=bool))
+        M1 = S & M[parent_of]
+        excess = int(M1.sum() + Mn.sum() * alpha - M.sum() - Mn.sum())
+        for _ in range(1000):  # weights whose pruning cut-off falls inside a group of duplicated copies,
+            W, Wn = _distinct_magnitudes(model.params[nW].shape, model.params[nN].shape, rng)
+            mags = np.sort(np.concatenate([np.abs(W[parent_of][M1]), np.abs(Wn[:, parent_of][Mn[:, parent_of]])]))
+            if mags[excess - 1] == mags[excess]:  # so the stored tie-break key decides which copy goes
+                break
+        else:  # pragma: no cover
+            raise AssertionError(f"{case.name}: no weights with a tie at the pruning cut-off")
+        model.params[nW], model.params[nN] = W, Wn
+        model = MLP(model.params, masks, cfg["layer_norm"])
         n_candidates = int(M1.sum() + Mn.sum() * alpha)
         out = {f"parent/{k}": v for k, v in model.params.items()}
         out.update({f"parent_mask/{k}": v.astype(np.float64) for k, v in model.masks.items()})
@@ -482,7 +491,8 @@ def export_bundle(out_dir, *, force=False) -> dict:
         "arrays": NPZ_NAME,
         "dtype": "float64 (labels, masks and pruned positions hold exact integers)",
         "platform": platform_fingerprint(),
-        "seeds": {"master": SEED, "rule": "inputs of case <c> are drawn from fpe_ref.rng.stream(master, 'golden', <c>)"},
+        "seeds": {"master": SEED,
+                  "rule": "inputs of case <c> are drawn from fpe_ref.rng.stream(master, 'golden', <c>)"},
         "tolerance_rule": "max|x - ref| <= tol * max|ref| per tensor, compared in float64; tol 0 = exact",
         "conventions": "docs/golden.md",
         "cases": cases,
@@ -553,11 +563,21 @@ class CheckReport:
             note = f"  {r.note}" if r.note else ""
             yield (f"{r.name.ljust(w)}  {shape:<14} {r.max_abs:11.3e} {r.max_rel:11.3e} {r.tol:7.0e}  "
                    f"{status}{note}")
+        kinds = {}
+        for r in self.rows:  # worst error per (section, kind of tensor), the numbers docs/golden.md quotes
+            parts = r.name.split("/")
+            kinds.setdefault(f"{parts[0]}/*/{parts[2]}", []).append(r)
+        yield "worst per kind of tensor:"
+        for kind, rs in kinds.items():
+            wr = max(rs, key=lambda r: (np.nan_to_num(r.max_rel, nan=np.inf), r.name))
+            yield (f"  {kind:<24} {len(rs):>4} tensors  max_rel_err {wr.max_rel:.3e}  max_abs_err {wr.max_abs:.3e}  "
+                   f"tol {wr.tol:.0e}  ({wr.name})")
         n, k = len(self.rows), len(self.failed)
         worst = max(self.rows, key=lambda r: r.max_rel, default=None)
         tail = f"; worst relative error {worst.max_rel:.3e} ({worst.name})" if worst else ""
         if k:
-            yield f"FAILED: {k} of {n} tensors: " + ", ".join(r.name for r in self.failed[:10]) + (" ..." if k > 10 else "")
+            names = ", ".join(r.name for r in self.failed[:10]) + (" ..." if k > 10 else "")
+            yield f"FAILED: {k} of {n} tensors: {names}"
         else:
             yield f"passed: {n} of {n} tensors within tolerance{tail}"
 
@@ -602,9 +622,9 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
 
     ``impl="numpy"`` in float64 must match exactly (tolerance 0) on the platform that wrote
     the bundle (:func:`platform_fingerprint`; elsewhere the float64 tolerances apply and the
-    header says why); otherwise each tensor's manifest tolerance for ``dtype`` applies. ``only`` restricts the check to tensors whose
-    name contains that substring. Stored tensors whose SHA-256 differs from the manifest
-    (a corrupted bundle) fail, named.
+    header says why); otherwise each tensor's manifest tolerance for ``dtype`` applies.
+    ``only`` restricts the check to tensors whose name contains that substring. Stored
+    tensors whose SHA-256 differs from the manifest (a corrupted bundle) fail, named.
     """
     manifest, arrays = load_bundle(bundle_dir)
     compute, desc = _implementation(impl, device, dtype)
@@ -635,7 +655,9 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
             tol = 0.0 if exact else float(tensors[k]["tol"][dtype])
             row = _compare(k, got.get(k[len(prefix):]), arrays[k], tol)
             if _sha256(arrays[k]) != tensors[k]["sha256"]:
-                row.ok, row.note = False, (row.note + "; " if row.note else "") + "stored tensor differs from the manifest's SHA-256 (corrupted bundle)"
+                row.ok = False
+                row.note = ((row.note + "; ") if row.note else "") + \
+                    "stored tensor differs from the manifest's SHA-256 (corrupted bundle)"
             if bad_input:
                 row.ok = False
                 row.note = (row.note + "; " if row.note else "") + f"corrupted input {bad_input[0]}"
