@@ -543,7 +543,7 @@ def _accuracy_table(cells, meta, pts, label_of, title):
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
             "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random",
-            "\|cos\| FC clause", "\|cos\| FC random"]
+            "\\|cos\\| FC clause", "\\|cos\\| FC random"]
     return [f"### {title}\n", _table(head, rows), ""]
 
 
