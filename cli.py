@@ -210,7 +210,7 @@ _register_golden()
 
 def main():
     try:
-        fpe.main(standalone_mode=False)
+        rv = fpe.main(standalone_mode=False)
     except FPEError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
@@ -220,6 +220,7 @@ def main():
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)  # standalone_mode=False returns ctx.exit codes
 
 
 if __name__ == "__main__":

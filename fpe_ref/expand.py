@@ -102,7 +102,8 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
         The trained parent; not modified.
     alpha : int >= 2, at most the layer's fan-in.
     split : "random", "clause", "gram", "two-four", or an explicit ``(h * alpha, d)`` 0/1 partition.
-    rng : numpy Generator (or int seed), drives the split and the tie-breaking.
+    rng : numpy Generator (or int seed), drives the split and the tie-breaking; may be None
+        only when both the split masks and ``tie_key`` are given explicitly.
     groups : list of index arrays (the clauses), for ``split="clause"`` (and Gram clusters).
     layer : the hidden layer to expand (1-based; never the output layer).
     out_scale : "duplicate" (the paper) or "divide" (copies scaled by 1/alpha; ablation only).
@@ -113,7 +114,10 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     """
     from .rng import as_rng
 
-    rng = as_rng(rng)
+    explicit = not isinstance(split, str)
+    if rng is None and not (explicit and tie_key is not None):
+        raise FPEError("expand needs a seed or numpy Generator (rng=...) for its split and tie-breaking")
+    rng = as_rng(rng) if rng is not None else None
     if not isinstance(layer, (int, np.integer)) or not 1 <= layer < model.n_layers:
         raise FPEError(f"layer must be a hidden layer in [1, {model.n_layers - 1}], got {layer!r}")
     if out_scale not in ("duplicate", "divide"):

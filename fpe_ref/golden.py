@@ -38,7 +38,6 @@ Masks and pruned positions are exact (tol 0) in every dtype.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import zipfile
@@ -51,7 +50,8 @@ from .errors import FPEError
 from .expand import expand
 from .metrics import capacity, gram, mean_cosine
 from .mlp import MLP
-from .optim import Adam, Penalties, penalty_loss_and_grads
+from .optim import Adam, Penalties
+from .train import train_step
 from .rng import stream
 
 FORMAT_VERSION = 1
@@ -302,23 +302,8 @@ def _sorted_positions(p):
 
 
 def _expand_with_key(model, alpha, split, key, layer):
-    """``expand`` with the stored tie-break key (the core's ``tie_key=``; a keyed rng otherwise)."""
-    if "tie_key" in inspect.signature(expand).parameters:
-        return expand(model, alpha, split, 0, layer=layer, tie_key=key)
-    return expand(model, alpha, split, _KeyedGenerator(key), layer=layer)  # pragma: no cover
-
-
-class _KeyedGenerator(np.random.Generator):  # pragma: no cover - fallback for a core without tie_key=
-    """A Generator whose only permitted draw, ``random(n)``, returns the stored key."""
-
-    def __init__(self, key):
-        super().__init__(np.random.PCG64(0))
-        self._key = np.asarray(key, dtype=np.float64)
-
-    def random(self, size=None, dtype=np.float64, out=None):
-        if size != self._key.size:
-            raise FPEError(f"expand drew {size} tie-break numbers, the bundle stores {self._key.size}")
-        return self._key.copy()
+    """``expand`` with an explicit split and the stored tie-break key: no random generator needed."""
+    return expand(model, alpha, split, None, layer=layer, tie_key=key)
 
 
 def compute_numpy(case_cfg: dict, inputs: dict, dtype="float64") -> dict:
@@ -359,15 +344,9 @@ def compute_numpy(case_cfg: dict, inputs: dict, dtype="float64") -> dict:
         pen = Penalties(case_cfg["l1"], case_cfg["l2"], case_cfg["orth"])
         y = _labels(x["y"], "y")
         rec = {"loss": []}
-        for t in range(case_cfg["steps"]):  # Alg. A3 lines 10-19 for one batch (train.train's inner loop)
-            logits, caches = model.forward(x["X"][t])
-            loss, dlogits = model.loss(logits, y[t])
-            grads = model.backward(dlogits, caches)
-            pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
-            for k in grads:
-                grads[k] += pen_grads[k]
-            opt.step(model.params, grads, model.masks)
-            rec["loss"].append(loss + pen_loss)
+        for t in range(case_cfg["steps"]):  # Alg. A3 lines 10-19 for one batch: train.train's own step
+            loss, _ = train_step(model, opt, x["X"][t], y[t], pen, case_cfg["lr"])
+            rec["loss"].append(loss)
             for k in model.params:
                 rec.setdefault(f"param/{k}", []).append(model.params[k].copy())
                 rec.setdefault(f"m/{k}", []).append(opt.m[k].copy())

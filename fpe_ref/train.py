@@ -100,6 +100,22 @@ def check_data(X, y, model, name="training"):
         raise FPEError(f"{name} labels must be integers in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
 
 
+def train_step(model, opt: Adam, Xb, yb, pen: Penalties, lr: float):
+    """One batch of Alg. A3 (lines 10-19): forward, loss + penalties, backward, Adam step.
+
+    Updates ``model.params`` and ``opt`` in place; returns ``(loss incl. penalties, logits)``
+    where ``logits`` are from the forward pass before the step.
+    """
+    logits, caches = model.forward(Xb)
+    loss, dlogits = model.loss(logits, yb)
+    grads = model.backward(dlogits, caches)
+    pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
+    for k in grads:
+        grads[k] += pen_grads[k]
+    opt.step(model.params, grads, model.masks, lr=lr)
+    return loss + pen_loss, logits
+
+
 def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None):
     """Train ``model`` in place for ``cfg.epochs`` epochs (one phase of Alg. A3).
 
@@ -137,14 +153,8 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
         for start in range(0, n, B):
             idx = order[start:start + B]
             Xb, yb = X[idx], y[idx]
-            logits, caches = model.forward(Xb)
-            loss, dlogits = model.loss(logits, yb)
-            grads = model.backward(dlogits, caches)
-            pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
-            for k in grads:
-                grads[k] += pen_grads[k]
-            opt.step(model.params, grads, model.masks, lr=lr)
-            loss_sum += (loss + pen_loss) * len(idx)
+            loss, logits = train_step(model, opt, Xb, yb, pen, lr)
+            loss_sum += loss * len(idx)
             pred = (logits[:, 0] > 0) if binary else logits.argmax(axis=1)
             correct += float(np.sum(pred == yb))
         hist.loss.append(loss_sum / n)

@@ -118,7 +118,9 @@ def test_other_expand_errors():
     with pytest.raises(FPEError, match="leaves a child with no inputs"):
         expand(parent, 4, "clause", np.random.default_rng(0), groups=[np.arange(4), np.arange(4, 8)])
     with pytest.raises(FPEError, match="split must be one of"):
-        expand(parent, 2, "gram", np.random.default_rng(0))
+        expand(parent, 2, "no-such-split", np.random.default_rng(0))
+    with pytest.raises(FPEError, match="needs a seed"):
+        expand(parent, 2, "random", None)
     with pytest.raises(FPEError, match="hidden layer"):
         expand(parent, 2, "random", np.random.default_rng(0), layer=2)
     # a parent input that is already masked cannot give a child anything
