@@ -45,33 +45,37 @@ def check_alpha(alpha, fan_in: int) -> int:
     return alpha
 
 
-def random_partition(d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
-    """One parent's balanced random partition of ``d`` inputs into ``alpha`` children.
+def random_child_of(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+    """Balanced random partitions of ``d`` inputs into ``alpha`` children, for ``h`` parents at once.
 
-    Returns ``child_of``, shape ``(d,)``, ``child_of[x]`` = the child that receives input x.
-    Child ``j`` gets ``d // alpha + (rank_j < d % alpha)`` inputs, where the ranks of the
-    children are a random permutation (so no child index is systematically larger).
+    Returns ``child_of``, shape ``(h, d)``: ``child_of[i, x]`` = the child of parent ``i`` that
+    receives input ``x``. Per parent, the inputs are put in a uniformly random order and dealt
+    round-robin to the children, whose order is itself random; so child ``j`` gets
+    ``d // alpha`` inputs, plus one for the ``d % alpha`` children that come first in that
+    random order (no child index is systematically larger).
     """
     alpha = check_alpha(alpha, d)
-    order = rng.permutation(d)  # inputs in random order
-    ranks = rng.permutation(alpha)  # which child takes the 1st, 2nd, ... slot of each round
-    child_of = np.empty(d, dtype=np.int64)
-    child_of[order] = ranks[np.arange(d) % alpha]
+    order = rng.permuted(np.tile(np.arange(d), (h, 1)), axis=1)  # (h, d): random input order per parent
+    ranks = rng.permuted(np.tile(np.arange(alpha), (h, 1)), axis=1)  # (h, alpha): random child order
+    child_of = np.empty((h, d), dtype=np.int64)
+    np.put_along_axis(child_of, order, ranks[:, np.arange(d) % alpha], axis=1)
     return child_of
+
+
+def random_partition(d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+    """One parent's balanced random partition: ``child_of`` (d,) (see ``random_child_of``)."""
+    return random_child_of(1, d, alpha, rng)[0]
 
 
 def random_split(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
     """Balanced random split of ``h`` parents: boolean masks ``(h * alpha, d)``.
 
     Paper: Sec. 3.1 "random splitting (layer weights are randomly assigned to a subneuron)";
-    Sec. 2.5/A.5 analyse the same construction with degree ``d / alpha``.
+    Sec. 2.5/A.5 analyse the same construction with degree ``d / alpha``. Vectorised over
+    parents (theory/'s Monte Carlo calls it for 10^4+ parents).
     """
-    alpha = check_alpha(alpha, d)
-    masks = np.zeros((h * alpha, d), dtype=bool)
-    for i in range(h):
-        child_of = random_partition(d, alpha, rng)
-        masks[i * alpha + child_of, np.arange(d)] = True
-    return masks
+    child_of = random_child_of(h, d, alpha, rng)  # (h, d)
+    return (child_of[:, None, :] == np.arange(alpha)[None, :, None]).reshape(h * alpha, d)
 
 
 def group_partition(groups, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
