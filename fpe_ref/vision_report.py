@@ -119,21 +119,21 @@ def figure_hidden_sweep(summary: dict, variants, path, title: str):
     """Figure 5 layout: relative improvement (top) and accuracy per 1000 parameters (bottom) vs neurons."""
     hs = sorted(summary)
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(6.5, 7), sharex=True)
+    colors = {v: f"C{i}" for i, v in enumerate(variants)}  # one colour per model in both panels
     for v in variants:
         pts = [(h, summary[h][v]) for h in hs if v in summary[h]]
         if not pts:
             continue
         x = [h for h, _ in pts]
+        ls = "--" if v.endswith("scratch") else "-"
         if v != "dense" and all("ri" in r for _, r in pts):
             y = [100 * (r["ri"] - 1) for _, r in pts]
             e = [100 * r["ri_se"] for _, r in pts]
-            ls = "--" if v.endswith("scratch") else "-"
-            line = ax1.errorbar(x, y, yerr=e, marker="o", capsize=3, ls=ls, label=label(v))
+            ax1.errorbar(x, y, yerr=e, marker="o", capsize=3, ls=ls, label=label(v), color=colors[v])
             for xi, yi, (_, r) in zip(x, y, pts):
                 if r.get("p_welch", 1) < 0.05:
-                    ax1.annotate("*", (xi, yi), textcoords="offset points", xytext=(4, 4), color=line[0].get_color())
-        ax2.plot(x, [r["acc_per_kparam"] for _, r in pts], marker="o", label=label(v),
-                 ls="--" if v.endswith("scratch") else "-")
+                    ax1.annotate("*", (xi, yi), textcoords="offset points", xytext=(4, 4), color=colors[v])
+        ax2.plot(x, [r["acc_per_kparam"] for _, r in pts], marker="o", label=label(v), ls=ls, color=colors[v])
     ax1.axhline(0, color="k", lw=0.8, ls=":")
     ax1.set_ylabel("relative improvement over dense (%)")
     ax1.set_title(title, fontsize=10)
