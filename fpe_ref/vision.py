@@ -338,12 +338,34 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
     return rec
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the code that runs (``+dirty`` when fpe_ref/ has local edits), or "unknown".
+
+    Recorded in every run (not in its key): the key fixes the settings, not the code, and a
+    change to, e.g., how a random split consumes its stream changes the numbers of a seed.
+    """
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
+
+
 def vision_run(key: dict) -> dict:
     """The per-run function shipped to the sweep workers (``sweep.run_sweep``)."""
     if key.get("trainer") != TRAINER:
         raise FPEError(f"this fpe-ref trains with {TRAINER!r}, the run asks for {key.get('trainer')!r}")
     cfg = config_of(key)
-    return run_one(cfg, key["hidden"], key["trial"])
+    rec = run_one(cfg, key["hidden"], key["trial"])
+    rec["code"] = code_version()
+    return rec
 
 
 # ---------------------------------------------------------------- sweeps

@@ -124,7 +124,8 @@ def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
                f"variants {', '.join(cfg.variants)}; {n_runs} runs on {jobs} job(s) -> {out_dir}/runs.jsonl")
     executor = local_executor(jobs) if jobs > 1 and n_runs > 1 else None
     try:
-        run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()}, executor=executor,
+        run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()},
+                         executor=executor,
                          progress=LineProgress(0, label=label), log=lambda s: click.echo(s, err=True))
     finally:
         if executor is not None:
