@@ -26,7 +26,8 @@ Variants (``VisionConfig.variants``; ``@a`` overrides alpha, e.g. ``random@4``):
 ``random``          random split (Sec. 2.3)
 ``gram``            Gram-cluster split (Sec. 3.3; ``splits.gram_groups`` on the parent's W_i)
 ``two-four``        2:4 structured split (A.7, alpha 2)
-``rewire``          random split, then dynamic rewiring while training (A.7; ``rewire.py``)
+``rewire``          random split, then dynamic rewiring while training (A.7; ``rewire.py``); the
+                    same split and shuffles as ``random``, so the two differ by the rewiring only
 ``dense-scratch``   dense from scratch, ``pretrain + post`` epochs (beyond the paper)
 ``sparse-scratch``  the random variant's wide sparse mask from scratch (beyond the paper)
 
@@ -287,13 +288,15 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
         name, alpha = parse_variant(v, cfg.alpha)
         extra = {}
         opt = None
+        # "rewire" draws the same split and the same shuffles as "random" (paired: only the rewiring differs)
+        sv = v.replace("rewire", "random")
         if name == "dense":
             model, epochs = parent.copy(), cfg.post_epochs
         elif name in SPLIT_VARIANTS:
             split = "random" if name == "rewire" else name
             for l in range(1, cfg.layers, 2):
                 check_alpha(alpha, parent.params[f"W{l}"].shape[1])
-            res = expand_alternating(parent, alpha, split, stream(cfg.seed, "split", *tag, v),
+            res = expand_alternating(parent, alpha, split, stream(cfg.seed, "split", *tag, sv),
                                      gram_clusters=cfg.gram_clusters, gram_linkage=cfg.gram_linkage)
             model, epochs = res.model, cfg.post_epochs
             if v == "random":
@@ -321,7 +324,7 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
             model = MLP(fresh.params, {k: M.copy() for k, M in random_child.masks.items()}, ln)
             epochs = cfg.pretrain_epochs + cfg.post_epochs
         nnz0 = model.ledger().weights
-        _, hist = train(model, X_tr, y_tr, _phase(cfg, epochs), stream(cfg.seed, "shuffle", *tag, v),
+        _, hist = train(model, X_tr, y_tr, _phase(cfg, epochs), stream(cfg.seed, "shuffle", *tag, sv),
                         X_test=X_te, y_test=y_te, optimizer=opt)
         if model.ledger().weights != nnz0:
             raise AssertionError(f"{v}: the non-zero count changed during training: {nnz0} -> {model.ledger().weights}")

@@ -151,19 +151,32 @@ def figure_hidden_sweep(summary: dict, variants, path, title: str):
     return path
 
 
-def figure_curves(curves: dict, path, title: str):
-    """Figure 6b: test accuracy per epoch; ``curves = {label: (epochs, mean, sem, split_epoch or None)}``."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, (ep, mean, sem, split) in curves.items():
-        ep, mean, sem = map(np.asarray, (ep, mean, sem))
-        line, = ax.plot(ep, mean, label=name, ls="--" if name.startswith("dense") else "-")
-        ax.fill_between(ep, mean - sem, mean + sem, color=line.get_color(), alpha=0.15)
-        if split is not None:
-            ax.axvline(split, color=line.get_color(), lw=0.6, ls=":")
-    ax.set_xlabel("epoch (pre-training + after the split)")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+def figure_curves(curves: dict, path, title: str, zoom_from: int | None = None):
+    """Figure 6b: test accuracy per epoch.
+
+    ``curves = {label: (epochs, mean, sem, split_epoch or None, group)}``; curves of one
+    ``group`` (one split time) share a colour, dense dashed, FPE solid. With ``zoom_from``
+    a second panel shows the epochs from there on, where the curves separate.
+    """
+    groups = list(dict.fromkeys(c[4] for c in curves.values()))
+    colors = {g: f"C{i}" for i, g in enumerate(groups)}
+    n = 2 if zoom_from else 1
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 4.2), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        for name, (ep, mean, sem, split, group) in curves.items():
+            ep, mean, sem = map(np.asarray, (ep, mean, sem))
+            sel = ep >= (zoom_from if k == 1 else 0)
+            ls = "--" if name.startswith("dense") else "-"
+            ax.plot(ep[sel], mean[sel], label=name, ls=ls, color=colors[group])
+            ax.fill_between(ep[sel], (mean - sem)[sel], (mean + sem)[sel], color=colors[group], alpha=0.12)
+            if split is not None and (k == 0 or split >= zoom_from):
+                ax.axvline(split, color=colors[group], lw=0.6, ls=":")
+        ax.set_xlabel("epoch (pre-training + after the split)")
+        ax.set_ylabel("test accuracy (mean ± s.e.m.)")
+    axes[0, 0].set_title(title, fontsize=10)
+    if n == 2:
+        axes[0, 1].set_title(f"from epoch {zoom_from} (dashed: dense, solid: random split)", fontsize=10)
+    axes[0, -1].legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -114,6 +114,7 @@ def test_run_one_every_variant_holds_counts(emb):
     assert m["sparse-scratch"]["sizes"] == m["random"]["sizes"]
     assert m["dense-scratch"]["epochs"] == m["sparse-scratch"]["epochs"] == 4
     assert m["rewire"]["rewire_events"] >= 1 and m["rewire"]["rewired_weights"] > 0
+    assert m["rewire"]["test_acc_at_split"] == m["random"]["test_acc_at_split"]  # paired: the same split
     assert sum(m["gram"]["gram_cluster_sizes"]) == 8
     assert len(m["dense"]["per_class_test_acc"]) == 3 and m["dense"]["val_acc"] is not None
     assert len(m["random"]["curve"]["test_acc"]) == 2
