@@ -212,6 +212,19 @@ def _pm(s, nd=3, key="sd"):
     return f"{s['mean']:.{nd}f} ± {s[key]:.{nd}f}"
 
 
+def _p(p):
+    """A p-value for a table: 3 decimals, or "<0.001"."""
+    if p is None or math.isnan(p):
+        return "—"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _paper(x):
+    """A paper table entry as the paper prints it: mean to 4 significant digits, sd to 3 decimals."""
+    mean, sd = x
+    return f"{mean:.3f} ± {sd:.3f}" if mean < 10 else f"{mean:.2f} ± {sd:.3f}"
+
+
 def _rel(r, nd=3):
     if math.isnan(r["ratio"]):
         return "—"
@@ -285,6 +298,16 @@ def _line_panel(ax, xs, stats, label, color, ls, marker, star_alpha4):
                             textcoords="offset points", xytext=(0, 2), ha="center", color=color, fontsize=12)
 
 
+def _xgrid(ax, xs):
+    """Ticks at the grid's x values and limits over the whole grid (also where no run finished yet)."""
+    xs = sorted(set(xs))
+    if not xs:
+        return
+    pad = 0.05 * (xs[-1] - xs[0] or 1)
+    ax.set_xticks(xs)
+    ax.set_xlim(xs[0] - pad, xs[-1] + pad)
+
+
 def _missing_note(ax, xs, counts, planned):
     miss = [str(x) for x, c in zip(xs, counts) if c < planned]
     if miss:
@@ -300,7 +323,7 @@ def fig3ab(cells, meta, path):
         pts = _grid_points(meta, name)
         ax_r, ax_p = axes[0, col], axes[1, col]
         for ax in (ax_r, ax_p):
-            ax.set_xticks(sorted({xof(p) for p in pts}))
+            _xgrid(ax, [xof(p) for p in pts])
         for a in sorted({p[2] for p in pts}):
             ps = sorted([p for p in pts if p[2] == a], key=xof)
             xs = [xof(p) for p in ps]
@@ -318,8 +341,8 @@ def fig3ab(cells, meta, path):
                 lab = "dense" if v == "dense" else f"{v}-split, α={a}"
                 _line_panel(ax_p, xs, per, lab, SPLIT_COLORS[v], "-" if v == "dense" else ALPHA_STYLES.get(a, "--"),
                             "D" if v == "dense" else ALPHA_MARKERS.get(a, "^"), star_alpha4=False)
-            if a == max(p[2] for p in pts):
-                _missing_note(ax_r, xs, [cells.count(p[0], p[1], a) for p in ps], cells.planned)
+        xs_all = sorted({xof(p) for p in pts})
+        _missing_note(ax_r, xs_all, [min(cells.count(*p) for p in pts if xof(p) == x) for x in xs_all], cells.planned)
         ax_r.axhline(1.0, color="k", ls="--", lw=0.8)
         ax_r.set_title(f"({'ab'[col]}) relative improvement, {xlabel}")
         ax_p.set_title(f"({'ab'[col]}) accuracy per 1000 parameters")
@@ -396,7 +419,7 @@ def fig4ab(cells, meta, path):
         pts = _grid_points(meta, name)
         for row, field in enumerate(METRICS):
             ax = axes[row, col]
-            ax.set_xticks(sorted({xof(p) for p in pts}))
+            _xgrid(ax, [xof(p) for p in pts])
             for a in sorted({p[2] for p in pts}):
                 ps = sorted([p for p in pts if p[2] == a], key=xof)
                 xs = [xof(p) for p in ps]
@@ -476,7 +499,7 @@ def fig_accuracy(cells, meta, path):
     titles = {"fig3a": "Figure 3a grid", "fig3b": "Figure 3b grid", "tables": "Tables A1/A2 grid"}
     for ax, (name, xlabel, xof) in zip(axes, panels):
         pts = _grid_points(meta, name) + (_grid_points(meta, "tables-alpha4") if name == "tables" else [])
-        ax.set_xticks(sorted({xof(p) for p in pts}))
+        _xgrid(ax, [xof(p) for p in pts])
         alphas = sorted({p[2] for p in pts})
         for a in alphas:
             ps = sorted([p for p in pts if p[2] == a], key=xof)
@@ -517,7 +540,7 @@ def _tables_a1_a2(cells, meta):
             for m in ms:
                 n = cells.count(m, h, a)
                 ours = [_pm(mean_sd_se(cells.values(m, h, a, v, field))) for v in VARIANTS]
-                pap = [f"{x[0]} ± {x[1]}" for x in paper[m]] if m in paper else ["—"] * 3
+                pap = [_paper(x) for x in paper[m]] if m in paper else ["—"] * 3
                 rows.append([f"{m}{_n(n, cells.planned)}"] + [f"{o} \\| {p}" for o, p in zip(ours, pap)])
             lines.append(f"### {title} ({better} = less superposition), α = {a}, {h} neurons\n")
             lines.append("Each cell: **ours** (mean ± sd over trials, after phase 2) \\| paper.\n")
@@ -538,7 +561,7 @@ def _accuracy_table(cells, meta, pts, label_of, title):
         fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
         fu = [cells.rel(m, h, a, s, "cosine_abs") for s in SPLITS]
         rows.append([label_of(p), str(a), f"{n}/{cells.planned}", _pm(par), *[_pm(s) for s in accs],
-                     _rel(rc), _f(rc["p"], 3), _rel(rr), _f(rr["p"], 3),
+                     _rel(rc), _p(rc["p"]), _rel(rr), _p(rr["p"]),
                      *[_rel(x, 2) for x in fc], *[_rel(x, 2) for x in fo], *[_rel(x, 2) for x in fu]])
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
