@@ -50,7 +50,7 @@ DECAYS = ("constant", "cosine")
 class RewireSchedule:
     """When and how much to rewire (our choices; the paper tuned these and does not say how)."""
 
-    every: int = 100  # K: optimizer steps between events (100 steps = 0.83 FashionMNIST epochs at B = 500)
+    every: int = 100  # K: optimizer steps between events (about one FashionMNIST epoch at B = 500)
     fraction: float = 0.1  # f0: share of the masked positions unmasked per event
     decay: str = "constant"  # "constant" or "cosine" (RigL: f0/2 (1 + cos(pi t / end)))
     end: int | None = None  # last step at which an event may happen; None = no end (needed for "cosine")
