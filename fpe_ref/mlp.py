@@ -201,7 +201,8 @@ class MLP:
                 d = layers.relu_backward(d, act)
             if ln is not None:
                 d, grads[f"ln{l}.gamma"], grads[f"ln{l}.beta"] = layers.layernorm_backward(d, ln)
-            d, grads[_weight(l)], grads[_bias(l)] = layers.linear_backward(d, lin, self.masks.get(_weight(l)))
+            d, grads[_weight(l)], grads[_bias(l)] = layers.linear_backward(d, lin, self.masks.get(_weight(l)),
+                                                                           need_dx=l > 1)
         return {k: grads[k] for k in self.params}
 
     def loss(self, logits, y):

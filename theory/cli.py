@@ -7,7 +7,6 @@ import time
 
 import click
 
-from .check import CheckConfig, format_report, run_check, write_report
 
 DEFAULT_OUT = os.path.join("results", "theory")
 
@@ -50,6 +49,8 @@ def check(quick, seed, jobs, out_dir):
     lies in its Bonferroni-adjusted interval (family-wise 99.9%); point-wise 99.9% misses are
     reported with the number expected by chance. Writes OUT/check.json and OUT/check.txt.
     """
+    from .check import CheckConfig, format_report, run_check, write_report  # scipy.stats: import only when run
+
     config = (CheckConfig.quick_config if quick else CheckConfig)(seed=seed, jobs=jobs)
     t0 = time.perf_counter()
     report = run_check(config, echo=click.echo)
