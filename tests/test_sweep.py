@@ -102,6 +102,26 @@ def test_key_round_trips_to_the_case_study_config():
     assert run_id(bs.key_for(bs.SweepConfig(), 32, 8, 4, 3)) == run_id(json.loads(json.dumps(key)))
 
 
+def test_boolean_run_golden_numbers():
+    """The trainer named in the key still computes what it computed when the sweep was run.
+
+    Values from the committed core at the time of the sweep (quick config, m=16, h=4, alpha=2,
+    trial 1). If a change of the training code moves them, stored runs of the same key are no
+    longer reproducible: give the new code its own ``boolean_sweep.TRAINER`` name.
+    """
+    r = bs.boolean_run(bs.key_for(QUICK, 16, 4, 2, 1))
+    assert r["parent"]["test_acc"] == 0.45
+    golden = {"dense": (0.4625, 1.82568243068483, -0.13623584980217562),
+              "clause": (0.4875, 2.930785881287041, -0.04686258179105484),
+              "random": (0.4625, 2.7660704237320783, -0.054191197427485)}
+    for v, (acc, cap, cos) in golden.items():
+        after = r["models"][v]["after"]
+        assert after["test_acc"] == acc, v
+        assert after["capacity"] == pytest.approx(cap, rel=1e-9), v
+        assert after["cosine"] == pytest.approx(cos, rel=1e-9), v
+    assert set(r["_arrays"]) >= {"parent/W1", "dense/W1", "clause/W1", "clause/mask:W1", "random/b1"}
+
+
 def test_boolean_run_refuses_another_trainer():
     key = dict(quick_keys()[0], trainer="numba-batched")
     with pytest.raises(FPEError, match="trains with"):
