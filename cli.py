@@ -53,6 +53,12 @@ def train_options(f):
     return f
 
 
+def backend_option(default="numba"):
+    return click.option("--backend", type=click.Choice(["numba", "numpy"]), default=default, show_default=True,
+                        help="numba: the fused compiled step, the models of a run trained side by side "
+                             "(equal to numpy to rounding); numpy: the reference loop, one model at a time.")
+
+
 def _train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs, epochs=1):
     from fpe_ref.train import TrainConfig
 
@@ -84,9 +90,10 @@ def reproduce():
               help="Carry Adam's moments through the split child by child (default: a fresh Adam for all three models).")
 @seed_option
 @train_options
+@backend_option()
 @out_option("results/case_study")
 def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, alpha, hidden, m, k,
-                   carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, out_dir):
+                   carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, backend, out_dir):
     """Sec. 3.1: dense vs clause-split vs random-split FPE on the 8-clause, 4-literal DNF.
 
     A dense [m, h, 1] MLP trains --dense-epochs; it is then split with alpha (clause and
@@ -109,10 +116,10 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
         train=_train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
     total = cfg.trials * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs)
     click.echo(f"case study: m={cfg.m} k={cfg.k} h={cfg.hidden} alpha={cfg.alpha} trials={cfg.trials} "
-               f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} -> {out_dir}")
+               f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} backend={backend} -> {out_dir}")
     with click.progressbar(length=total, label="training", show_eta=True, show_pos=True) as bar:
         summary, groups = run_case_study(cfg, out_dir, on_epoch=lambda e, h: bar.update(1),
-                                         log=lambda s: click.echo("\n" + s))
+                                         log=lambda s: click.echo("\n" + s), backend=backend)
     _case_study_outputs(cfg, summary, groups, out_dir)
 
 
@@ -162,6 +169,50 @@ def _case_study_outputs(cfg, summary, groups, out_dir):
     records = sorted([r for r in records if r.get("config_key") == key], key=lambda r: r["trial"])
     plots.training_curves(records, VARIANTS, os.path.join(out_dir, "training_curves.png"), cfg.dense_epochs)
     click.echo(f"wrote {out_dir}/summary.json, trials.jsonl, models/, fig2_dense_clause.png, figA1_random.png, training_curves.png")
+
+
+# ---------------------------------------------------------------- fpe bench
+@fpe.command("bench")
+@click.option("--quick", is_flag=True, help="Fewer repetitions and a 100 + 100-epoch case study (about a minute).")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
+@click.option("--dtype", "dtypes", type=click.Choice(["float32", "float64"]), multiple=True,
+              help="Only these dtypes (repeatable; default both).")
+@click.option("--no-torch", is_flag=True, help="Skip PyTorch even when it is installed.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/bench", show_default=True,
+              help="Directory for bench.json.")
+def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
+    """ms per training step: dense parent vs FPE (alpha 2, 4, 8) masked-dense NumPy vs sparse numba.
+
+    Boolean [32, 8, 1] and [128, 16, 1], embedding-like [512, h, 100] (h = 8, 32, 128) and
+    FashionMNIST-like [784, 64, 10], batch 500, float32 and float64: median ms per step over
+    timed epochs (min, max), the ratio to the dense parent measured in the same run, and the
+    same model in PyTorch when it is installed (extra `bench`). Then the Sec. 3.1 case study
+    (5 trials x 3 variants, 1000 + 1000 epochs) end to end: NumPy and numba one model at a time,
+    numba batched, and PyTorch. Records the load average and thread counts: on a shared
+    machine the numbers are indicative.
+    """
+    from fpe_ref.bench import BenchConfig, run_bench, table
+
+    kw = {"threads": threads, "torch": not no_torch}
+    if dtypes:
+        kw["dtypes"] = tuple(dtypes)
+    cfg = BenchConfig.make(quick=quick, **kw)
+    rec = run_bench(cfg, out_dir, log=click.echo)
+    env = rec["environment_before"]
+    click.echo("")
+    click.echo(table(rec["steps"]))
+    cs = rec["case_study"]
+    click.echo(f"\ncase study ({cs['trials']} trials x (1 + 3) runs x {cs['epochs_per_phase']} epochs, {cs['steps']} steps):")
+    for name, w in cs["wall_s"].items():
+        click.echo(f"  {name:<28} {w:8.1f} s   (max |acc - numpy| {cs['max_acc_difference_vs_numpy'][name]:.4f})")
+    click.echo("\ntargets:")
+    for k, t in rec["targets"].items():
+        click.echo(f"  {k:<32} {t['value']:.4g} (target {t['target']}): {'met' if t['met'] else 'not met' if t['met'] is False else 'n/a'}")
+    click.echo(f"\nload average before {env['load_average']}, after {rec['environment_after']['load_average']}; "
+               f"threads {env['threads']} (numba {env['numba_threads']}, torch {env['torch'] and env['torch']['threads']}); "
+               f"BLAS {env['blas']}")
+    click.echo(f"wrote {out_dir}/bench.json")
 
 
 def _register_subcommands():

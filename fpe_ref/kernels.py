@@ -92,6 +92,7 @@ processes already fill the cores (sweeps), call :func:`set_num_threads` with 1.
 
 from __future__ import annotations
 
+import types
 from typing import NamedTuple
 
 import numba
@@ -119,6 +120,8 @@ __all__ = [
     "IMPLS",
     "set_num_threads",
     "get_num_threads",
+    "max_threads",
+    "numba_info",
 ]
 
 IMPLS = ("numba", "python", "numpy")
@@ -419,11 +422,14 @@ def _adam_py(w, g, m, v, beta1, beta2, one_minus_beta1, one_minus_beta2, step_si
         w[i] = w_i - step_size * (m_i / (np.sqrt(v_i) / c2_sqrt + eps))
 
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
+# fastmath=False is explicit on purpose: numba compiles a callee that sets no fastmath with
+# its *caller's* flags (and caches that), so a fused step compiled with reassociation would
+# otherwise turn these bit-exact kernels into contracted ones.
+_JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath=False)
 _forward_nb = numba.njit(parallel=True, **_JIT)(_forward_py)
 _input_grad_nb = numba.njit(parallel=True, **_JIT)(_input_grad_py)
 # the SDDMM reduces over the batch: reassociation lets it vectorise (see module doc)
-_SDDMM = dict(parallel=True, fastmath={"reassoc", "contract"}, **_JIT)
+_SDDMM = {**_JIT, "parallel": True, "fastmath": {"reassoc", "contract"}}
 _weight_grad_by_row_nb = numba.njit(**_SDDMM)(_weight_grad_by_row_py)
 _weight_grad_by_col_nb = numba.njit(**_SDDMM)(_weight_grad_by_col_py)
 # Adam: 0.011 ms per 16384 entries serially, no faster with prange: kept serial.
@@ -444,6 +450,17 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads the parallel kernels use now."""
     return int(numba.get_num_threads())
+
+
+def max_threads() -> int:
+    """The most threads :func:`set_num_threads` accepts (numba's ``NUMBA_NUM_THREADS``)."""
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def numba_info() -> dict:
+    """Version, threading layer and thread count, for benchmark records."""
+    return {"numba": numba.__version__, "numba_threading_layer": str(numba.config.THREADING_LAYER),
+            "numba_threads": get_num_threads()}
 
 
 # ----------------------------------------------------------------------------- NumPy twins
@@ -706,3 +723,362 @@ def adam_update(w, g, m, v, t: int, lr: float, beta1: float = 0.9, beta2: float 
         adam_numpy(*flat, *coef)
     else:
         (_adam_nb if impl == "numba" else _adam_py)(*flat, *coef)
+
+
+# ----------------------------------------------------------------------------- fused training
+# One training step (and epoch) of a one-hidden-layer MLP ``[d, h, C]`` in one compiled call:
+# gather the batch, forward, loss, backward, penalties and Adam, with both weight matrices in
+# the CSR + CSC storage above (a dense layer is stored with a full mask). The same plain
+# functions are compiled twice: serially (one model per thread, used when many small models
+# train side by side) and with ``parallel=True`` (one large model, ``prange`` over rows /
+# columns / samples inside each product). The composite
+# functions (step, epochs) call their products through names ending in ``_x``; each compiled
+# variant binds those names to the serial or the parallel products (:func:`_variant`), so
+# nothing parallel is nested inside a parallel loop and neither variant compiles the other's
+# products. Called as plain Python, the ``_x`` names are the serial compiled products.
+#
+# Numerics against fpe_ref.train.train_step (NumPy, float64): the same formulas in the same
+# order where it is cheap (BCE / softmax, the penalty gradients, Adam bit for bit), sums in
+# another order elsewhere (BLAS vs storage order, reassociated dot products), so a step
+# agrees to rounding and whole runs to ~1e-12..1e-10 after 1000 steps (tests/test_batched.py).
+
+
+def _gather_t_py(X, idx, XbT):
+    """``XbT[:, i] = X[idx[i], :]``: the batch, transposed to feature-major. X (N, d); XbT (d, nb)."""
+    nb = idx.shape[0]
+    d = X.shape[1]
+    for blk in prange((nb + 15) // 16):  # blocks of 16 samples: disjoint columns of XbT
+        for i in range(blk * 16, min(nb, blk * 16 + 16)):
+            x = X[idx[i]]
+            for k in range(d):
+                XbT[k, i] = x[k]
+
+
+def _relu_py(AT, HT):
+    """``HT = max(AT, 0)`` row by row. AT, HT (h, n)."""
+    n = AT.shape[1]
+    zero = AT.dtype.type(0)
+    for r in prange(AT.shape[0]):
+        a = AT[r]
+        h = HT[r]
+        for j in range(n):
+            h[j] = a[j] if a[j] > zero else zero
+
+
+def _relu_backward_rowsum_py(AT, dHT, db):
+    """``dHT *= [AT > 0]`` in place and ``db[r] = sum_j dHT[r, j]`` (the hidden bias gradient)."""
+    n = AT.shape[1]
+    zero = AT.dtype.type(0)
+    for r in prange(AT.shape[0]):
+        a = AT[r]
+        g = dHT[r]
+        s = zero
+        for j in range(n):
+            v = g[j] if a[j] > zero else zero
+            g[j] = v
+            s += v
+        db[r] = s
+
+
+def _rowsum_py(YT, out):
+    """``out[r] = sum_j YT[r, j]``."""
+    n = YT.shape[1]
+    for r in prange(YT.shape[0]):
+        y = YT[r]
+        s = YT.dtype.type(0)
+        for j in range(n):
+            s += y[j]
+        out[r] = s
+
+
+def _loss_py(ZT, yf, yi, idx, binary, dZT, lvec, cvec):
+    """Per-sample loss, ``dL/dZ`` and correctness, as :mod:`fpe_ref.layers` computes them.
+
+    ZT (C, nb) logits of the samples ``idx`` (labels ``yf`` as floats, ``yi`` as ints); writes
+    dZT (C, nb) ``= dl/dz / nb`` (the batch mean), lvec (nb,) per-sample loss, cvec (nb,) 1.0
+    where the prediction is right. Binary (C = 1): ``l = max(z, 0) - z y + log1p(exp(-|z|))``,
+    ``dl/dz = sigmoid(z) - y`` with ``sigmoid`` in the stable two-branch form of
+    ``layers.sigmoid`` (``e = exp(-|z|)`` serves both); prediction ``z > 0``. Otherwise softmax
+    cross-entropy ``l = log sum exp(z - zmax) + zmax - z_y``; prediction: first argmax.
+    """
+    C, nb = ZT.shape
+    one = ZT.dtype.type(1)
+    zero = ZT.dtype.type(0)
+    for i in prange(nb):
+        if binary:
+            z = ZT[0, i]
+            y = yf[idx[i]]
+            e = np.exp(-abs(z))
+            lvec[i] = max(z, zero) - z * y + np.log1p(e)
+            s = one / (one + e) if z >= zero else e / (one + e)
+            dZT[0, i] = (s - y) / nb
+            cvec[i] = 1.0 if (z > zero) == (yi[idx[i]] == 1) else 0.0
+        else:
+            zmax = ZT[0, i]
+            best = 0
+            for c in range(1, C):
+                if ZT[c, i] > zmax:
+                    zmax = ZT[c, i]
+                    best = c
+            s = zero
+            for c in range(C):
+                e = np.exp(ZT[c, i] - zmax)
+                dZT[c, i] = e
+                s += e
+            lab = yi[idx[i]]
+            lvec[i] = np.log(s) + zmax - ZT[lab, i]
+            for c in range(C):
+                dZT[c, i] = dZT[c, i] / s
+            dZT[lab, i] = dZT[lab, i] - one
+            for c in range(C):
+                dZT[c, i] = dZT[c, i] / nb
+            cvec[i] = 1.0 if best == lab else 0.0
+
+
+_FM = {**_JIT, "fastmath": {"reassoc", "contract"}}
+
+
+def _variant(fn, suffix, bindings=None):
+    """A copy of the plain function ``fn`` under its own name, with some globals rebound.
+
+    Numba's on-disk cache is keyed by the function's qualified name, line, bytecode and
+    signature, *not* by the compile flags or the globals: compiling one function both
+    serially and with ``parallel=True`` would make the two share cache entries (the "serial"
+    kernel then loads the parallel machine code). Each compiled variant therefore gets its
+    own copy and name; ``bindings`` replaces globals (the ``_x`` products) in the copy only.
+    """
+    g = fn.__globals__ if not bindings else {**fn.__globals__, **bindings}
+    f = types.FunctionType(fn.__code__, g, f"{fn.__name__}_{suffix}", fn.__defaults__, fn.__closure__)
+    f.__qualname__ = f"{fn.__qualname__}_{suffix}"
+    f.__doc__ = fn.__doc__
+    return f
+
+
+_SERIAL = {  # the products, compiled serially (one model per thread)
+    "_gather_t_x": numba.njit(**_JIT)(_variant(_gather_t_py, "serial")),
+    "_relu_x": numba.njit(**_JIT)(_variant(_relu_py, "serial")),
+    "_relu_backward_rowsum_x": numba.njit(**_FM)(_variant(_relu_backward_rowsum_py, "serial")),
+    "_rowsum_x": numba.njit(**_FM)(_variant(_rowsum_py, "serial")),
+    "_loss_x": numba.njit(**_JIT)(_variant(_loss_py, "serial")),
+    "_forward_x": numba.njit(**_JIT)(_variant(_forward_py, "serial")),
+    "_input_grad_x": numba.njit(**_JIT)(_variant(_input_grad_py, "serial")),
+    "_weight_grad_by_row_x": numba.njit(**_FM)(_variant(_weight_grad_by_row_py, "serial")),
+    "_weight_grad_by_col_x": numba.njit(**_FM)(_variant(_weight_grad_by_col_py, "serial")),
+}
+_PARALLEL = {  # the same products with parallel=True (one large model)
+    "_gather_t_x": numba.njit(parallel=True, **_JIT)(_gather_t_py),
+    "_relu_x": numba.njit(parallel=True, **_JIT)(_relu_py),
+    "_relu_backward_rowsum_x": numba.njit(parallel=True, **_FM)(_relu_backward_rowsum_py),
+    "_rowsum_x": numba.njit(parallel=True, **_FM)(_rowsum_py),
+    "_loss_x": numba.njit(parallel=True, **_JIT)(_loss_py),
+    "_forward_x": _forward_nb,
+    "_input_grad_x": _input_grad_nb,
+    "_weight_grad_by_row_x": _weight_grad_by_row_nb,
+    "_weight_grad_by_col_x": _weight_grad_by_col_nb,
+}
+globals().update(_SERIAL)  # what the plain functions below call when run as Python
+
+
+def _hidden_forward_py(X, idx, ip1, ix1, w1, b1, XbT, AT, HT, tiles):
+    """Gather the batch ``idx`` of ``X`` into ``XbT (d, nb)``, ``AT = W1 XbT + b1``, ``HT = relu(AT)``."""
+    _gather_t_x(X, idx, XbT)
+    _forward_x(ip1, ix1, w1, b1, XbT, AT, tiles[0], tiles[1])
+    _relu_x(AT, HT)
+
+
+def _fused_step_py(X, yf, yi, idx, binary,
+                   ip1, ix1, cp1, ri1, pm1, w1, b1, ip2, ix2, cp2, ri2, pm2, w2, b2,
+                   mw1, vw1, mb1, vb1, mw2, vw2, mb2, vb2,
+                   gw1, gb1, gw2, gb2, XbT, AT, HT, ZT, dZT, dHT, lvec, cvec,
+                   hyper, step_size, c2_sqrt, l1, l2, tiles):
+    """One Alg. A3 step (lines 10-19) of ``z = W2 relu(W1 x + b1) + b2`` on the batch ``idx``.
+
+    Parameters (``h`` hidden, ``C`` outputs, ``nb = len(idx)``)
+    ----------
+    X (N, d), yf (N,) float labels, yi (N,) int labels, idx (nb,) rows of this batch.
+    binary : C == 1 (BCE-with-logits) or softmax cross-entropy.
+    ip1, ix1, cp1, ri1, pm1, w1 : CSR + CSC index and values of ``W1 (h, d)``; b1 (h,).
+    ip2, ix2, cp2, ri2, pm2, w2 : the same for ``W2 (C, h)``; b2 (C,).
+    m*, v* : Adam moments of w1, b1, w2, b2 (same shapes), updated in place.
+    g* : gradient buffers; XbT (d, nb), AT/HT/dHT (h, nb), ZT/dZT (C, nb), lvec/cvec (nb,): scratch.
+    hyper : (8,) in the parameter dtype: beta1, beta2, 1 - beta1, 1 - beta2, eps, l1, 2 l2, 0.
+    step_size, c2_sqrt : this step's ``lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)`` (param dtype).
+    l1, l2 : the penalty coefficients as float64, for the loss value.
+    tiles : (4,) int64 forward tiles (row block, input block) of layer 1 and of layer 2.
+
+    Returns ``(mean data loss + penalties, number correct)`` from the forward pass before
+    the update, as :func:`fpe_ref.train.train_step`. The penalty value and gradients use the
+    parameters before the update: ``l1 sum|W1| + l2 sum_p ||p||^2`` and
+    ``l1 sign(W1) + 2 l2 p``, which :func:`_adam_py` adds (L1 on W1 only). Masked weights are
+    not stored, so they get no gradient, no moment and no update: they stay exactly 0.
+    """
+    h = b1.shape[0]
+    d = X.shape[1]
+    C = b2.shape[0]
+    nb = idx.shape[0]
+    nnz1 = ip1[h]
+    nnz2 = ip2[C]
+    _hidden_forward_x(X, idx, ip1, ix1, w1, b1, XbT, AT, HT, tiles)  # (h, nb)
+    _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])  # logits (C, nb)
+    _loss_x(ZT, yf, yi, idx, binary, dZT, lvec, cvec)  # dZT = dL/dz (C, nb)
+    _rowsum_x(dZT, gb2)
+    if C < h:  # the SDDMM re-reads the smaller operand
+        _weight_grad_by_col_x(cp2, ri2, pm2, HT, dZT, gw2)
+    else:
+        _weight_grad_by_row_x(ip2, ix2, HT, dZT, gw2)
+    _input_grad_x(cp2, ri2, pm2, w2, dZT, dHT)  # dH = W2^T dZ (h, nb)
+    _relu_backward_rowsum_x(AT, dHT, gb1)  # dA = dH [A > 0]; db1
+    if h < d:
+        _weight_grad_by_col_x(cp1, ri1, pm1, XbT, dHT, gw1)
+    else:
+        _weight_grad_by_row_x(ip1, ix1, XbT, dHT, gw1)
+    loss = 0.0
+    correct = 0.0
+    for i in range(nb):
+        loss += lvec[i]
+        correct += cvec[i]
+    # the penalties, from the parameters before the update (float64 sums)
+    pen = 0.0
+    if l1 != 0.0:
+        s = 0.0
+        for p in range(nnz1):
+            s += abs(w1[p])
+        pen += l1 * s
+    if l2 != 0.0:
+        s = 0.0
+        for p in range(nnz1):
+            s += w1[p] * w1[p]
+        for p in range(h):
+            s += b1[p] * b1[p]
+        for p in range(nnz2):
+            s += w2[p] * w2[p]
+        for p in range(C):
+            s += b2[p] * b2[p]
+        pen += l2 * s
+    b_1, b_2, omb1, omb2, eps, l1_, two_l2, zero = (hyper[0], hyper[1], hyper[2], hyper[3], hyper[4],
+                                                    hyper[5], hyper[6], hyper[7])
+    _adam_nb(w1[:nnz1], gw1[:nnz1], mw1[:nnz1], vw1[:nnz1], b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, l1_, two_l2)
+    _adam_nb(b1, gb1, mb1, vb1, b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
+    _adam_nb(w2[:nnz2], gw2[:nnz2], mw2[:nnz2], vw2[:nnz2], b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
+    _adam_nb(b2, gb2, mb2, vb2, b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
+    return loss / nb + pen, correct
+
+
+def _test_correct_py(X, yi, idx_all, binary, ip1, ix1, w1, b1, ip2, ix2, w2, b2,
+                     buf_x, buf_a, buf_h, buf_z, chunk, tiles):
+    """Number of samples of ``(X, yi)`` one model classifies correctly (forward only, ``chunk`` at a time).
+
+    ``idx_all = arange(len(X))``; buffers hold ``chunk`` columns of ``d``, ``h``, ``h``, ``C`` rows.
+    Prediction as :meth:`fpe_ref.mlp.MLP.predict`: ``z > 0`` (C = 1) or the first argmax.
+    """
+    n, d = X.shape
+    h = b1.shape[0]
+    C = b2.shape[0]
+    correct = 0
+    for start in range(0, n, chunk):
+        nb = min(n, start + chunk) - start
+        HT = buf_h[:h * nb].reshape((h, nb))
+        ZT = buf_z[:C * nb].reshape((C, nb))
+        _hidden_forward_x(X, idx_all[start:start + nb], ip1, ix1, w1, b1,
+                          buf_x[:d * nb].reshape((d, nb)), buf_a[:h * nb].reshape((h, nb)), HT, tiles)
+        _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])
+        for i in range(nb):
+            if binary:
+                correct += 1 if (ZT[0, i] > 0) == (yi[start + i] == 1) else 0
+            else:
+                best = 0
+                for c in range(1, C):
+                    if ZT[c, i] > ZT[best, i]:
+                        best = c
+                correct += 1 if best == yi[start + i] else 0
+    return correct
+
+
+def _model_epochs_py(g, X, yf, yi, binary, orders, batch,
+                     IP1, IX1, CP1, RI1, PM1, W1, B1, IP2, IX2, CP2, RI2, PM2, W2, B2,
+                     MW1, VW1, MB1, VB1, MW2, VW2, MB2, VB2,
+                     hyper, coefs, pens, pens64, evals, X_test, y_test, tiles,
+                     loss_out, correct_out, test_out):
+    """``E`` epochs of model ``g`` of a stack of ``G`` one-hidden-layer models of one shape.
+
+    Arrays with a leading model axis ``G``: ``orders (G, E, N)`` (each model's permutation of
+    the training set for each epoch, drawn in NumPy), the stacked CSR/CSC storage
+    ``IP1 (G, h+1)``, ``IX1 (G, P1)``, ``CP1 (G, d+1)``, ``RI1``, ``PM1``, ``W1 (G, P1)``
+    (padded to the largest nnz; model g uses ``[:IP1[g, h]]``), ``B1 (G, h)``, the same for
+    layer 2, and the Adam moments. ``hyper (G, 5)``: beta1, beta2, 1 - beta1, 1 - beta2, eps
+    (parameter dtype); ``coefs (G, E, steps, 2)``: each step's ``lr / (1 - beta1^t)`` and
+    ``sqrt(1 - beta2^t)``; ``pens (E, 2)``: l1 and 2 l2 of each epoch (parameter dtype),
+    ``pens64 (E, 2)``: l1 and l2 (float64, for the loss value); ``evals (E,)``: whether to
+    count test-set hits after that epoch (``X_test (n_test, d)``, ``y_test``).
+
+    Writes ``loss_out[g, e]`` (sum over batches of batch loss x batch size),
+    ``correct_out[g, e]`` (training hits, before each step's update) and ``test_out[g, e]``,
+    and touches no other model's arrays.
+    """
+    E = orders.shape[1]
+    n = orders.shape[2]
+    d = X.shape[1]
+    h = B1.shape[1]
+    C = B2.shape[1]
+    steps = (n + batch - 1) // batch
+    buf_x = np.empty(d * batch, dtype=W1.dtype)
+    buf_a = np.empty(h * batch, dtype=W1.dtype)
+    buf_h = np.empty(h * batch, dtype=W1.dtype)
+    buf_dh = np.empty(h * batch, dtype=W1.dtype)
+    buf_z = np.empty(C * batch, dtype=W1.dtype)
+    buf_dz = np.empty(C * batch, dtype=W1.dtype)
+    lvec = np.empty(batch, dtype=np.float64)
+    cvec = np.empty(batch, dtype=np.float64)
+    gw1 = np.empty(W1.shape[1], dtype=W1.dtype)
+    gb1 = np.empty(h, dtype=W1.dtype)
+    gw2 = np.empty(W2.shape[1], dtype=W1.dtype)
+    gb2 = np.empty(C, dtype=W1.dtype)
+    hyp = np.zeros(8, dtype=W1.dtype)
+    for k in range(5):
+        hyp[k] = hyper[g, k]
+    idx_test = np.arange(X_test.shape[0])
+    for e in range(E):
+        hyp[5] = pens[e, 0]
+        hyp[6] = pens[e, 1]
+        loss_sum = 0.0
+        correct = 0.0
+        for s in range(steps):
+            start = s * batch
+            nb = min(n, start + batch) - start
+            loss, corr = _fused_step_x(
+                X, yf, yi, orders[g, e, start:start + nb], binary,
+                IP1[g], IX1[g], CP1[g], RI1[g], PM1[g], W1[g], B1[g],
+                IP2[g], IX2[g], CP2[g], RI2[g], PM2[g], W2[g], B2[g],
+                MW1[g], VW1[g], MB1[g], VB1[g], MW2[g], VW2[g], MB2[g], VB2[g],
+                gw1, gb1, gw2, gb2,
+                buf_x[:d * nb].reshape((d, nb)), buf_a[:h * nb].reshape((h, nb)), buf_h[:h * nb].reshape((h, nb)),
+                buf_z[:C * nb].reshape((C, nb)), buf_dz[:C * nb].reshape((C, nb)), buf_dh[:h * nb].reshape((h, nb)),
+                lvec[:nb], cvec[:nb], hyp, coefs[g, e, s, 0], coefs[g, e, s, 1], pens64[e, 0], pens64[e, 1], tiles)
+            loss_sum += loss * nb
+            correct += corr
+        loss_out[g, e] = loss_sum
+        correct_out[g, e] = correct
+        if evals[e]:
+            test_out[g, e] = _test_correct_x(X_test, y_test, idx_test, binary, IP1[g], IX1[g], W1[g], B1[g],
+                                             IP2[g], IX2[g], W2[g], B2[g], buf_x, buf_a, buf_h, buf_z, batch, tiles)
+
+
+def _compile_composites(bindings, suffix):
+    """Compile the composite functions against one set of products (serial or parallel)."""
+    b = dict(bindings)
+    b["_hidden_forward_x"] = numba.njit(**_JIT)(_variant(_hidden_forward_py, suffix, b))
+    b["_fused_step_x"] = numba.njit(**_FM)(_variant(_fused_step_py, suffix, b))
+    b["_test_correct_x"] = numba.njit(**_JIT)(_variant(_test_correct_py, suffix, b))
+    b["_model_epochs_x"] = numba.njit(**_JIT)(_variant(_model_epochs_py, suffix, b))
+    return b
+
+
+_SERIAL = _compile_composites(_SERIAL, "serial")
+_PARALLEL = _compile_composites(_PARALLEL, "parallel")
+globals().update({k: v for k, v in _SERIAL.items() if k not in globals()})
+# Many small models: one model per thread, serial products inside (fpe_ref.batched runs these
+# from a pool of Python threads; the kernels release the GIL). A numba ``prange`` over the
+# models would do the same but took ~20 s more to compile.
+model_epochs_serial = _SERIAL["_model_epochs_x"]
+# One large model: parallel products inside each step.
+model_epochs_parallel = _PARALLEL["_model_epochs_x"]

@@ -1,0 +1,531 @@
+"""``fpe bench``: what a training step costs, dense vs FPE masked-dense vs FPE sparse (and PyTorch).
+
+Models (batch 500, float32 and float64; sizes ``[d, h, C]``):
+
+=============  ====================================  =========================================
+name           sizes                                 stands for
+=============  ====================================  =========================================
+boolean        [32, 8, 1], [128, 16, 1]              Sec. 3.1 / 3.2 DNF models
+embedding      [512, h, 100], h in {8, 32, 128}      Sec. 3.4 CLIP-embedding classifiers
+fashion        [784, 64, 10]                         Sec. 3.3 FashionMNIST MLP
+=============  ====================================  =========================================
+
+Rows per model and dtype: the dense parent (NumPy, the reference ``train_step``; and the
+numba fused step); for alpha in {2, 4, 8} (alpha <= d) the parent expanded with the random
+split (Alg. A1, so the expanded model has exactly the parent's weight count) trained as
+masked-dense NumPy and as sparse numba. Each timing is one epoch of ``n_train / 500`` steps
+divided by its steps (the batches gathered from a fresh permutation, as ``train`` does, and
+the loss / accuracy bookkeeping included), repeated after a warm-up epoch; the table gives
+the median with min and max. "x dense" is the median over the NumPy dense parent's median of
+the same model and dtype, measured in the same run. With PyTorch installed (extra ``bench``,
+a CPU build), the same model written the usual way (``nn.Linear``, masks multiplied into
+the weights in forward, ``torch.optim.Adam``, the same penalties) in the same run, with
+``torch.set_num_threads`` equal to ours.
+
+The case study (Sec. 3.1: 5 trials x {dense parent phase 1, then dense / clause / random
+phase 2}, 1000 + 1000 epochs, 8000 training samples) is timed end to end four ways: NumPy
+one model at a time (the reference), numba one model at a time, numba batched
+(:func:`fpe_ref.case_study.run_trials`) and a PyTorch loop; the final test accuracies of all
+four are compared (they train on the same batches from the same seeds).
+
+Everything runs on this machine's CPU in this process; the load average (before and after)
+and the thread counts of numba, BLAS (via threadpoolctl when installed) and torch are
+recorded in ``bench.json``: on a machine shared with other jobs the numbers are indicative.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from . import kernels as K
+from .batched import FusedTrainer, train_batched
+from .errors import FPEError
+from .expand import expand
+from .mlp import MLP
+from .optim import Adam
+from .train import TrainConfig, train, train_step
+
+FORMAT_VERSION = 1
+MODELS = (("boolean", 32, 8, 1), ("boolean", 128, 16, 1), ("embedding", 512, 8, 100), ("embedding", 512, 32, 100),
+          ("embedding", 512, 128, 100), ("fashion", 784, 64, 10))
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What ``fpe bench`` measures."""
+
+    quick: bool = False  # fewer repetitions, a shorter case study
+    dtypes: tuple = ("float32", "float64")
+    alphas: tuple = (2, 4, 8)
+    batch_size: int = 500  # B (A.3.1)
+    n_train: int = 8000  # training samples: 16 steps per epoch, as the case study
+    min_reps: int = 5  # timed epochs per row, at least (quick: 3)
+    seconds_per_row: float = 2.0  # and up to this much time per row (quick: 0.5)
+    threads: int = 0  # numba / BLAS / torch threads; 0: os.cpu_count()
+    case_study_epochs: int = 1000  # per phase (quick: 100)
+    case_study_trials: int = 5
+    torch: bool = True  # include PyTorch when it is installed
+    seed: int = 0
+
+    @classmethod
+    def make(cls, quick=False, **kw):
+        if quick:
+            kw = {"min_reps": 3, "seconds_per_row": 0.5, "case_study_epochs": 100, **kw}
+        return cls(quick=quick, **kw)
+
+
+# ----------------------------------------------------------------------------- environment
+def _threads(cfg: BenchConfig) -> int:
+    return cfg.threads or os.cpu_count() or 1
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def environment(cfg: BenchConfig) -> dict:
+    """Machine, load average and the thread count of every library that runs a kernel."""
+    env = {"load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(), "machine": platform.machine(),
+           "python": platform.python_version(), "numpy": np.__version__, "numba_threads": K.get_num_threads(),
+           "threads": _threads(cfg), "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        env["cpu"] = names[0] if names else None
+    except OSError:
+        env["cpu"] = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        env["blas"] = [{k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
+                       for i in threadpool_info()]
+    except ImportError:
+        env["blas"] = "threadpoolctl not installed: BLAS kernel and thread count not recorded"
+    torch = _torch() if cfg.torch else None
+    env["torch"] = None if torch is None else {"version": torch.__version__, "threads": torch.get_num_threads()}
+    env.update(K.numba_info())
+    return env
+
+
+class _ThreadLimits:
+    """numba, BLAS (threadpoolctl, when installed) and torch threads, for the bench only."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.numba_before = K.get_num_threads()
+        K.set_num_threads(min(self.n, K.max_threads()))
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self.blas = threadpool_limits(self.n)
+        except ImportError:
+            self.blas = None
+        torch = _torch()
+        self.torch_before = torch.get_num_threads() if torch is not None else None
+        if torch is not None:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        K.set_num_threads(self.numba_before)
+        if self.blas is not None:
+            self.blas.restore_original_limits()
+        if self.torch_before is not None:
+            _torch().set_num_threads(self.torch_before)
+
+
+# ----------------------------------------------------------------------------- data and models
+def bench_data(d, C, n, dtype, rng):
+    """Gaussian inputs and uniform labels: the cost of a step does not depend on the data."""
+    X = rng.standard_normal((n, d)).astype(dtype)
+    y = rng.integers(0, max(2, C), n)
+    return X, y
+
+
+def _models(d, h, C, dtype, alphas, rng):
+    parent = MLP.init([d, h, C], rng, dtype=dtype)
+    out = [("dense parent", None, parent)]
+    for a in alphas:
+        if a <= d:
+            out.append((f"FPE alpha={a}", a, expand(parent, a, "random", rng).model))
+    return out
+
+
+def _timed(run_epoch, cfg: BenchConfig, steps):
+    """ms per step of each timed epoch: one warm-up epoch, then min_reps .. until seconds_per_row."""
+    run_epoch()
+    times = []
+    start = time.perf_counter()
+    while len(times) < cfg.min_reps or (time.perf_counter() - start < cfg.seconds_per_row and len(times) < 200):
+        t0 = time.perf_counter()
+        run_epoch()
+        times.append((time.perf_counter() - t0) / steps * 1e3)
+    return times
+
+
+def _numpy_epoch(model, X, y, tcfg, rng):
+    opt = Adam(model.params, tcfg.lr, tcfg.betas, tcfg.eps)
+    n, B = X.shape[0], tcfg.batch_size
+    binary = model.loss_name == "bce"
+
+    def run():  # the body of fpe_ref.train.train's epoch
+        order = rng.permutation(n)
+        loss_sum = correct = 0.0
+        for start in range(0, n, B):
+            idx = order[start:start + B]
+            Xb, yb = X[idx], y[idx]
+            loss, logits = train_step(model, opt, Xb, yb, tcfg.penalties, tcfg.lr)
+            loss_sum += loss * len(idx)
+            pred = (logits[:, 0] > 0) if binary else logits.argmax(axis=1)
+            correct += float(np.sum(pred == yb))
+        return loss_sum / n
+    return run
+
+
+def _numba_epoch(model, X, y, tcfg, rng):
+    trainer = FusedTrainer([model], X, y, tcfg)
+    n = X.shape[0]
+
+    def run():
+        trainer.run([1], [rng.permutation(n)[None]])
+    return run, trainer.plans[0]
+
+
+# ----------------------------------------------------------------------------- PyTorch
+def torch_net(model):
+    """``model`` written the usual way in PyTorch: two ``nn.Linear``, masks multiplied in forward."""
+    torch = _torch()
+    nn = torch.nn
+    F = torch.nn.functional
+    dt = torch.float64 if model.dtype == np.float64 else torch.float32
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            d, h, C = model.sizes
+            self.fc1 = nn.Linear(d, h).to(dt)
+            self.fc2 = nn.Linear(h, C).to(dt)
+            with torch.no_grad():
+                for lin, l in ((self.fc1, 1), (self.fc2, 2)):
+                    lin.weight.copy_(torch.from_numpy(model.params[f"W{l}"]))
+                    lin.bias.copy_(torch.from_numpy(model.params[f"b{l}"]))
+            for l in (1, 2):
+                M = model.masks.get(f"W{l}")
+                self.register_buffer(f"m{l}", None if M is None else torch.from_numpy(M.astype(model.dtype)))
+
+        def weights(self):
+            w1 = self.fc1.weight if self.m1 is None else self.fc1.weight * self.m1
+            w2 = self.fc2.weight if self.m2 is None else self.fc2.weight * self.m2
+            return w1, w2
+
+        def forward(self, x):
+            w1, w2 = self.weights()
+            return F.linear(torch.relu(F.linear(x, w1, self.fc1.bias)), w2, self.fc2.bias), (w1, w2)
+
+    return Net()
+
+
+class TorchTrainer:
+    """``train``'s loop in PyTorch for one model: the same batches, warm-up and penalties."""
+
+    def __init__(self, model, X, y, tcfg: TrainConfig, X_test=None, y_test=None):
+        torch = _torch()
+        self.torch, self.F = torch, torch.nn.functional
+        self.model, self.tcfg = model, tcfg
+        self.net = torch_net(model)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps)
+        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=model.dtype))
+        self.y = torch.from_numpy(np.asarray(y))
+        self.yf = self.y.to(self.X.dtype)
+        self.X_test = None if X_test is None else torch.from_numpy(np.ascontiguousarray(X_test, dtype=model.dtype))
+        self.y_test = None if y_test is None else torch.from_numpy(np.asarray(y_test))
+        self.binary = model.sizes[-1] == 1
+
+    def epoch(self, epoch: int, order):
+        """One epoch over the permutation ``order`` (numpy); returns the mean training loss."""
+        tcfg, net, F = self.tcfg, self.net, self.F
+        r = min(1.0, epoch / tcfg.warmup_epochs)
+        for g in self.opt.param_groups:
+            g["lr"] = tcfg.lr * r if tcfg.warmup == "lr" else tcfg.lr
+        pen = tcfg.penalties.scaled(r) if tcfg.warmup == "penalty" else tcfg.penalties
+        order = self.torch.from_numpy(order)
+        n, B = order.shape[0], tcfg.batch_size
+        loss_sum = correct = 0.0
+        for start in range(0, n, B):
+            idx = order[start:start + B]
+            xb, yb = self.X[idx], self.y[idx]
+            self.opt.zero_grad(set_to_none=True)
+            logits, (w1, w2) = net(xb)
+            if self.binary:
+                loss = F.binary_cross_entropy_with_logits(logits[:, 0], self.yf[idx])
+                pred = logits[:, 0] > 0
+            else:
+                loss = F.cross_entropy(logits, yb)
+                pred = logits.argmax(dim=1)
+            total = loss + pen.l1 * w1.abs().sum() + pen.l2 * sum((p * p).sum() for p in (w1, net.fc1.bias, w2, net.fc2.bias))
+            total.backward()
+            self.opt.step()
+            loss_sum += total.item() * len(idx)
+            correct += (pred == yb).sum().item()  # training accuracy, as train() keeps it
+        return loss_sum / n
+
+    def test_accuracy(self) -> float:
+        with self.torch.no_grad():
+            z, _ = self.net(self.X_test)
+            p = (z[:, 0] > 0).long() if self.binary else z.argmax(dim=1)
+            return float((p == self.y_test).double().mean())
+
+    def write_back(self):
+        with self.torch.no_grad():
+            w1, w2 = self.net.weights()
+            for l, (w, b) in enumerate(((w1, self.net.fc1.bias), (w2, self.net.fc2.bias)), start=1):
+                self.model.params[f"W{l}"][...] = w.numpy()
+                self.model.params[f"b{l}"][...] = b.numpy()
+        self.model.apply_masks()
+
+
+def torch_train(model, X, y, tcfg: TrainConfig, rng, X_test=None, y_test=None):
+    """Train ``model`` like :func:`fpe_ref.train.train` in PyTorch (the same permutations from
+    ``rng``); copies the result back into ``model``; returns the test accuracy of each epoch."""
+    tr = TorchTrainer(model, X, y, tcfg, X_test, y_test)
+    accs = []
+    for epoch in range(1, tcfg.epochs + 1):
+        tr.epoch(epoch, rng.permutation(X.shape[0]))
+        if X_test is not None:
+            accs.append(tr.test_accuracy())
+    tr.write_back()
+    return accs
+
+
+def _torch_epoch(model, X, y, tcfg, rng):
+    tr = TorchTrainer(model, X, y, tcfg)
+
+    def run():
+        tr.epoch(1, rng.permutation(X.shape[0]))
+    return run
+
+
+# ----------------------------------------------------------------------------- steps
+def bench_steps(cfg: BenchConfig, log=print) -> list:
+    """One record per (model, dtype, variant, implementation)."""
+    rows = []
+    torch = _torch() if cfg.torch else None
+    for name, d, h, C in MODELS:
+        for dts in cfg.dtypes:
+            dtype = np.dtype(dts)
+            rng = np.random.default_rng([cfg.seed, d, h, C])
+            X, y = bench_data(d, C, cfg.n_train, dtype, rng)
+            tcfg = TrainConfig(epochs=1, warmup_epochs=1, batch_size=cfg.batch_size)
+            steps = -(-cfg.n_train // cfg.batch_size)
+            dense_ms = None
+            for variant, alpha, model in _models(d, h, C, dtype, cfg.alphas, rng):
+                nnz = model.ledger().per_layer
+                impls = [("numpy", "dense" if alpha is None else "masked-dense"), ("numba", "sparse")]
+                if torch is not None:
+                    impls.append(("torch", "dense" if alpha is None else "masked-dense"))
+                for impl, layout in impls:
+                    m = model.copy()
+                    plan = None
+                    if impl == "numpy":
+                        run = _numpy_epoch(m, X, y, tcfg, np.random.default_rng(1))
+                    elif impl == "numba":
+                        run, plan = _numba_epoch(m, X, y, tcfg, np.random.default_rng(1))
+                    else:
+                        run = _torch_epoch(m, X, y, tcfg, np.random.default_rng(1))
+                    ms = _timed(run, cfg, steps)
+                    med = float(np.median(ms))
+                    if impl == "numpy" and alpha is None:
+                        dense_ms = med
+                    row = {"model": f"{name} [{d}, {h}, {C}]", "d": d, "h": h, "C": C, "dtype": dts, "variant": variant,
+                           "alpha": alpha, "impl": impl, "layout": layout, "plan": plan, "hidden": model.sizes[1],
+                           "nnz": nnz, "ms_median": med, "ms_min": float(np.min(ms)), "ms_max": float(np.max(ms)),
+                           "reps": len(ms), "x_dense": med / dense_ms if dense_ms else None}
+                    rows.append(row)
+                    log(f"  {row['model']:<22} {dts:<8} {variant:<14} {impl:<6} {layout:<13} {med:9.3f} ms "
+                        f"[{row['ms_min']:.3f}, {row['ms_max']:.3f}]  x{row['x_dense']:.2f}")
+    return rows
+
+
+# ----------------------------------------------------------------------------- case study
+def _case_study_loop(cs, train_fn):
+    """The Sec. 3.1 workflow (as :func:`fpe_ref.case_study.run_trials`) one model at a time;
+    returns ``{variant: [final test acc per trial]}``."""
+    from .case_study import VARIANTS, make_data
+    from .rng import stream
+
+    tr, te, groups = make_data(cs)
+    tcfg1 = replace(cs.train, epochs=cs.dense_epochs)
+    tcfg2 = replace(cs.train, epochs=cs.fpe_epochs)
+    accs = {v: [] for v in VARIANTS}
+    for t in range(cs.trials):
+        parent = MLP.init([cs.m, cs.hidden, 1], stream(cs.seed, "init", t))
+        train_fn(parent, tr.X, tr.y, tcfg1, stream(cs.seed, "shuffle", t, "dense-phase1"), te.X, te.y)
+        for v in VARIANTS:
+            model = parent.copy() if v == "dense" else expand(parent, cs.alpha, v, stream(cs.seed, "split", t, v),
+                                                              groups=groups, out_scale=cs.out_scale).model
+            train_fn(model, tr.X, tr.y, tcfg2, stream(cs.seed, "shuffle", t, v), te.X, te.y)
+            accs[v].append(model.accuracy(te.X, te.y))
+    return accs
+
+
+def bench_case_study(cfg: BenchConfig, log=print) -> dict:
+    """Wall time of the case study: NumPy / numba one model at a time, numba batched, PyTorch."""
+    from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trials
+
+    e = cfg.case_study_epochs
+    cs = CaseStudyConfig(dense_epochs=e, fpe_epochs=e, trials=cfg.case_study_trials, seed=cfg.seed,
+                         train=TrainConfig(warmup_epochs=e))
+    ways = {
+        "numpy, one model at a time": lambda: _case_study_loop(
+            cs, lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt)),
+        "numba, one model at a time": lambda: _case_study_loop(
+            cs, lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt, backend="numba")),
+        "numba, batched": None,
+    }
+    if cfg.torch and _torch() is not None:
+        ways["torch, one model at a time"] = lambda: _case_study_loop(
+            cs, lambda m, X, y, c, r, Xt, yt: torch_train(m, X, y, c, r, Xt, yt))
+
+    def batched():
+        tr, te, groups = make_data(cs)
+        out = run_trials(cs, list(range(cs.trials)), tr, te, groups, backend="numba")
+        return {v: [rec["models"][v]["after"]["test_acc"] for rec, _, _ in out] for v in VARIANTS}
+    ways["numba, batched"] = batched
+    # compile the numba kernels outside the timing (a 2-epoch run)
+    small = replace(cs, dense_epochs=1, fpe_epochs=1, trials=2)
+    tr, te, groups = make_data(small)
+    run_trials(small, [0, 1], tr, te, groups, backend="numba")
+    _case_study_loop(replace(small, trials=1), lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt,
+                                                                                    backend="numba"))
+    out = {"epochs_per_phase": e, "trials": cs.trials, "runs": cs.trials * (1 + len(VARIANTS)),
+           "steps": cs.trials * (1 + len(VARIANTS)) * e * -(-int(cs.n_samples * (1 - cs.test_fraction)) // 500),
+           "wall_s": {}, "accs": {}}
+    for name, fn in ways.items():
+        t0 = time.perf_counter()
+        accs = fn()
+        out["wall_s"][name] = time.perf_counter() - t0
+        out["accs"][name] = accs
+        log(f"  case study, {name}: {out['wall_s'][name]:.1f} s")
+    ref = out["accs"]["numpy, one model at a time"]
+    out["max_acc_difference_vs_numpy"] = {name: max(abs(a - b) for v in VARIANTS for a, b in zip(ref[v], accs[v]))
+                                          for name, accs in out["accs"].items()}
+    return out
+
+
+# ----------------------------------------------------------------------------- agreement
+def agreement(steps: int = 1000, seed: int = 0) -> dict:
+    """Max relative parameter difference after ``steps`` float64 steps: numba vs numpy (the
+    case-study parent and its random-split child) and batched vs one at a time."""
+    rng = np.random.default_rng(seed)
+    n, B = 1000, 100
+    X = rng.integers(0, 2, (n, 32)).astype(np.float64)
+    y = (X[:, :4].sum(axis=1) >= 2).astype(np.int64)
+    tcfg = TrainConfig(epochs=steps * B // n, warmup_epochs=steps * B // n, batch_size=B)
+    parent = MLP.init([32, 8, 1], np.random.default_rng(seed + 1))
+    models = [parent, expand(parent, 2, "random", np.random.default_rng(seed + 2)).model]
+
+    def rel(a, b):
+        return max(float(np.max(np.abs(a.params[k] - b.params[k])) / np.max(np.abs(a.params[k]))) for k in a.params)
+    ref = [m.copy() for m in models]
+    for i, m in enumerate(ref):
+        train(m, X, y, tcfg, np.random.default_rng(10 + i))
+    single = [m.copy() for m in models]
+    for i, m in enumerate(single):
+        train(m, X, y, tcfg, np.random.default_rng(10 + i), backend="numba")
+    batch = [m.copy() for m in models]
+    train_batched(batch, X, y, tcfg, [np.random.default_rng(10 + i) for i in range(len(batch))])
+    return {"steps": steps, "numba_vs_numpy": max(rel(a, b) for a, b in zip(ref, single)),
+            "batched_vs_one_at_a_time": max(rel(a, b) for a, b in zip(single, batch)),
+            "batched_vs_numpy": max(rel(a, b) for a, b in zip(ref, batch))}
+
+
+# ----------------------------------------------------------------------------- report
+def _find(rows, **kw):
+    for r in rows:
+        if all(r.get(k) == v for k, v in kw.items()):
+            return r
+    return None
+
+
+def targets(rows, cs, agree) -> dict:
+    """The issue's targets, evaluated on this run (float32, d=512 C=100 h=32, alpha=4)."""
+    out = {}
+    base = dict(d=512, h=32, C=100, dtype="float32")
+    sp = _find(rows, **base, alpha=4, impl="numba")
+    md = _find(rows, **base, alpha=4, impl="numpy")
+    if sp and md:
+        out["sparse_a4_x_dense"] = {"value": sp["x_dense"], "target": "<= 1.2", "met": sp["x_dense"] <= 1.2}
+        out["masked_over_sparse_a4"] = {"value": md["ms_median"] / sp["ms_median"], "target": ">= 2.5",
+                                        "met": md["ms_median"] / sp["ms_median"] >= 2.5}
+    if cs:
+        w = cs["wall_s"]
+        b = w.get("numba, batched")
+        out["case_study_batched_s"] = {"value": b, "target": "< 60 (at 1000 + 1000 epochs)",
+                                       "met": b < 60 if cs["epochs_per_phase"] >= 1000 else None}
+        if "torch, one model at a time" in w:
+            sp_ = w["torch, one model at a time"] / b
+            out["case_study_torch_over_batched"] = {"value": sp_, "target": ">= 5", "met": sp_ >= 5}
+    if agree:
+        out["numba_vs_numpy_1000_steps"] = {"value": agree["numba_vs_numpy"], "target": "<= 1e-9",
+                                            "met": agree["numba_vs_numpy"] <= 1e-9}
+        out["batched_vs_single_1000_steps"] = {"value": agree["batched_vs_one_at_a_time"], "target": "<= 1e-9",
+                                               "met": agree["batched_vs_one_at_a_time"] <= 1e-9}
+    return out
+
+
+def table(rows) -> str:
+    """The step table: one line per (model, dtype, variant, implementation); PyTorch on the
+    NumPy lines (the same model written the usual way: dense, or masks multiplied in)."""
+    head = (f"{'model':<22} {'dtype':<7} {'variant':<36} {'ms/step':>9} {'[min, max]':<20} {'x dense':>7} "
+            f"{'torch ms':>9} {'torch x':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r["impl"] == "torch":
+            continue
+        label = f"{r['variant']} ({r['layout']}, {r['impl']})"
+        tr = _find(rows, model=r["model"], dtype=r["dtype"], variant=r["variant"], impl="torch") if r["impl"] == "numpy" else None
+        t = f"{tr['ms_median']:9.3f} {tr['x_dense']:7.2f}" if tr else ""
+        lines.append(f"{r['model']:<22} {r['dtype']:<7} {label:<36} {r['ms_median']:9.3f} "
+                     f"{'[%.3f, %.3f]' % (r['ms_min'], r['ms_max']):<20} {r['x_dense']:7.2f} {t}".rstrip())
+    return "\n".join(lines)
+
+
+def run_bench(cfg: BenchConfig, out_dir, log=print) -> dict:
+    """Run everything, write ``out_dir/bench.json``, return the record."""
+    if cfg.batch_size < 1 or cfg.n_train < cfg.batch_size:
+        raise FPEError(f"need 1 <= batch_size <= n_train, got {cfg.batch_size} and {cfg.n_train}")
+    for dt in cfg.dtypes:
+        if dt not in ("float32", "float64"):
+            raise FPEError(f"dtypes must be float32 and/or float64, got {dt!r}")
+    if cfg.threads < 0:
+        raise FPEError(f"threads must be >= 0 (0: all cores), got {cfg.threads}")
+    os.makedirs(out_dir, exist_ok=True)
+    rec = {"format_version": FORMAT_VERSION, "config": asdict(cfg)}
+    with _ThreadLimits(_threads(cfg)):
+        rec["environment_before"] = environment(cfg)
+        t0 = time.perf_counter()
+        log("agreement after 1000 float64 steps ...")
+        rec["agreement"] = agreement()
+        log(f"  {rec['agreement']}")
+        log("steps ...")
+        rec["steps"] = bench_steps(cfg, log)
+        log("case study ...")
+        rec["case_study"] = bench_case_study(cfg, log)
+        rec["environment_after"] = environment(cfg)
+        rec["bench_wall_s"] = time.perf_counter() - t0
+    rec["targets"] = targets(rec["steps"], rec["case_study"], rec["agreement"])
+    with open(os.path.join(out_dir, "bench.json"), "w") as f:
+        json.dump(rec, f, indent=1)
+    return rec

@@ -1,0 +1,244 @@
+"""train_batched against one model at a time; the fused step against its NumPy twin; the case
+study trained in batches against trial by trial; ``fpe bench`` on a tiny configuration."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fpe_ref import kernels as K
+from fpe_ref.batched import FusedTrainer, train_batched
+from fpe_ref.errors import FPEError
+from fpe_ref.expand import carry_optimizer, expand
+from fpe_ref.mlp import MLP
+from fpe_ref.optim import Adam
+from fpe_ref.train import TrainConfig, train, train_step
+
+TOL = 1e-9
+
+
+def boolean_data(n, d=32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 2, (n, d)).astype(np.float64)
+    return X, (X[:, :4].sum(axis=1) >= 2).astype(np.int64)
+
+
+def rel(a, b):
+    return float(np.max(np.abs(a - b))) / max(float(np.max(np.abs(a))), 1e-300)
+
+
+def mixed_models():
+    """The case study's phase 2 in miniature: dense [32, 8, 1] and expanded [32, 16, 1] models,
+    different masks, one continuing a carried optimizer with a different step count."""
+    X, y = boolean_data(400, seed=9)
+    out, opts = [], []
+    for s in range(2):
+        parent = MLP.init([32, 8, 1], np.random.default_rng(s))
+        opt, _ = train(parent, X, y, TrainConfig(epochs=s + 1, warmup_epochs=2, batch_size=100), np.random.default_rng(s))
+        out.append(parent.copy())
+        opts.append(None)
+        for split in ("random", "clause"):
+            res = expand(parent, 2, split, np.random.default_rng(10 + s), groups=[np.arange(i, i + 4) for i in range(0, 32, 4)])
+            out.append(res.model)
+            opts.append(carry_optimizer(opt, res, parent) if split == "clause" else None)
+    return out, opts
+
+
+def copy_opt(o, model):
+    if o is None:
+        return None
+    c = Adam(model.params, o.lr, o.betas, o.eps)
+    c.t = o.t
+    for k in o.m:
+        c.m[k][...] = o.m[k]
+        c.v[k][...] = o.v[k]
+    return c
+
+
+def test_batched_equals_one_at_a_time_after_1000_steps():
+    models, opts = mixed_models()
+    X, y = boolean_data(1000)
+    Xt, yt = boolean_data(200, seed=1)
+    cfg = TrainConfig(epochs=100, warmup_epochs=100, batch_size=100)  # 1000 steps
+    ref = [m.copy() for m in models]
+    out_ref = [train(m, X, y, cfg, np.random.default_rng(100 + i), X_test=Xt, y_test=yt, optimizer=copy_opt(o, m))
+               for i, (m, o) in enumerate(zip(ref, opts))]
+    got = [m.copy() for m in models]
+    out = train_batched(got, X, y, cfg, [np.random.default_rng(100 + i) for i in range(len(got))], X_test=Xt, y_test=yt,
+                        optimizers=[copy_opt(o, m) for m, o in zip(got, opts)])
+    worst = 0.0
+    for a, b, (oa, ha), (ob, hb) in zip(ref, got, out_ref, out):
+        assert a.sizes == b.sizes
+        for k in a.params:
+            worst = max(worst, rel(a.params[k], b.params[k]), rel(oa.m[k], ob.m[k]) if np.any(oa.m[k]) else 0.0)
+        assert oa.t == ob.t
+        np.testing.assert_allclose(hb.loss, ha.loss, rtol=TOL)
+        assert hb.train_acc == ha.train_acc and hb.test_acc == ha.test_acc and hb.test_epoch == ha.test_epoch
+        for k, M in b.masks.items():
+            assert np.all(b.params[k][~M] == 0.0), f"{k}: masked weight became non-zero"
+    assert worst <= TOL, f"max relative difference {worst:.2e}"
+
+
+def test_a_model_does_not_depend_on_its_batch_mates():
+    models, _ = mixed_models()
+    X, y = boolean_data(300)
+    cfg = TrainConfig(epochs=4, warmup_epochs=4, batch_size=64)
+    alone = models[2].copy()
+    train(alone, X, y, cfg, np.random.default_rng(7), backend="numba")
+    together = [m.copy() for m in models]
+    rngs = [np.random.default_rng(i) for i in range(len(models))]
+    rngs[2] = np.random.default_rng(7)
+    train_batched(together[::-1], X, y, cfg, rngs[::-1])  # other order too
+    for k in alone.params:
+        assert np.array_equal(alone.params[k], together[2].params[k]), k  # bit for bit
+
+
+def test_numpy_backend_is_the_reference_loop():
+    models, _ = mixed_models()
+    X, y = boolean_data(200)
+    cfg = TrainConfig(epochs=2, warmup_epochs=2, batch_size=100)
+    a = [m.copy() for m in models[:2]]
+    b = [m.copy() for m in models[:2]]
+    train_batched(a, X, y, cfg, [np.random.default_rng(i) for i in range(2)], backend="numpy")
+    for i, m in enumerate(b):
+        train(m, X, y, cfg, np.random.default_rng(i))
+    for m1, m2 in zip(a, b):
+        for k in m1.params:
+            assert np.array_equal(m1.params[k], m2.params[k])
+
+
+def test_bad_arguments():
+    models, _ = mixed_models()
+    X, y = boolean_data(100)
+    cfg = TrainConfig(epochs=1, batch_size=50)
+    r = np.random.default_rng(0)
+    with pytest.raises(FPEError, match="one rng per model"):
+        train_batched(models[:2], X, y, cfg, [r])
+    with pytest.raises(FPEError, match="distinct rng"):
+        train_batched(models[:2], X, y, cfg, [r, r])
+    with pytest.raises(FPEError, match="optimizers"):
+        train_batched(models[:2], X, y, cfg, [r, np.random.default_rng(1)], optimizers=[None])
+    with pytest.raises(FPEError, match="plan"):
+        train_batched(models[:1], X, y, cfg, [r], plan="gpu")
+    with pytest.raises(FPEError, match="inputs have shape"):
+        train_batched(models[:1], X[:, :5], y, cfg, [r])
+    assert train_batched([], X, y, cfg, []) == []
+
+
+# ----------------------------------------------------------------------------- the fused step
+def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr):
+    """Run one fused step (compiled or plain Python) on a copy of ``model``; the arguments
+    as fpe_ref.batched.FusedTrainer.run builds them."""
+    m = model.copy()
+    d, h, C = m.sizes
+    n = idx.shape[0]
+    S1 = K.from_dense(m.params["W1"], m.masks["W1"])
+    S2 = K.from_dense(m.params["W2"], m.masks["W2"])
+    w1, w2, b1, b2 = S1.data.copy(), S2.data.copy(), m.params["b1"].copy(), m.params["b2"].copy()
+    st = [a[m.masks[k]].copy() if k in m.masks else a.copy()
+          for k in ("W1", "b1", "W2", "b2") for a in (m0[k], v0[k])]
+    b1_, b2_ = 0.9, 0.999
+    t = t0 + 1
+    hyper = np.array([b1_, b2_, 1 - b1_, 1 - b2_, 1e-8, pen.l1, 2 * pen.l2, 0.0])
+    loss, hits = step(X, y.astype(np.float64), y, idx, C == 1,
+                      S1.indptr, S1.indices, S1.colptr, S1.rowind, S1.perm, w1, b1,
+                      S2.indptr, S2.indices, S2.colptr, S2.rowind, S2.perm, w2, b2, *st,
+                      np.empty_like(w1), np.empty_like(b1), np.empty_like(w2), np.empty_like(b2),
+                      np.empty((d, n)), np.empty((h, n)), np.empty((h, n)), np.empty((C, n)), np.empty((C, n)),
+                      np.empty((h, n)), np.empty(n), np.empty(n), hyper, lr / (1 - b1_**t), (1 - b2_**t) ** 0.5,
+                      pen.l1, pen.l2, np.array([h, 1 << 20, C, 1 << 20]))
+    m.params["W1"] = K.to_dense(S1, w1)
+    m.params["W2"] = K.to_dense(S2, w2)
+    m.params["b1"], m.params["b2"] = b1, b2
+    return m, loss, hits
+
+
+@pytest.mark.parametrize("C", [1, 4])
+@pytest.mark.parametrize("impl", ["compiled", "python"])
+def test_fused_step_against_numpy_train_step(C, impl):
+    """One fused step vs fpe_ref.train.train_step (the NumPy twin) at a later Adam step, with
+    both penalties, alpha not dividing d, softmax and BCE."""
+    from fpe_ref.optim import Penalties
+
+    rng = np.random.default_rng(C)
+    d, h, n = 12, 7, 9
+    model = expand(MLP.init([d, h, C], rng), 3, "random", rng).model
+    X = rng.standard_normal((30, d))
+    y = rng.integers(0, max(2, C), 30)
+    idx = rng.permutation(30)[:n]
+    m0 = {k: rng.standard_normal(p.shape) * 1e-2 * model.masks.get(k, 1) for k, p in model.params.items()}
+    v0 = {k: rng.random(p.shape) * 1e-3 * model.masks.get(k, 1) for k, p in model.params.items()}
+    pen, lr, t0 = Penalties(1e-3, 1e-3), 1e-2, 4
+    ref = model.copy()
+    opt = Adam(ref.params)
+    opt.t = t0
+    for k in ref.params:
+        opt.m[k][...] = m0[k]
+        opt.v[k][...] = v0[k]
+    loss_ref, logits = train_step(ref, opt, X[idx], y[idx], pen, lr)
+    hits_ref = float(np.sum(((logits[:, 0] > 0) if C == 1 else logits.argmax(axis=1)) == y[idx]))
+    step = K._SERIAL["_fused_step_x"] if impl == "compiled" else K._fused_step_py
+    got, loss, hits = one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr)
+    assert abs(loss - loss_ref) <= 1e-12 * abs(loss_ref)
+    assert hits == hits_ref
+    for k in ref.params:
+        assert rel(ref.params[k], got.params[k]) <= 1e-12, k
+    for k, M in got.masks.items():
+        assert np.all(got.params[k][~M] == 0.0)
+
+
+# ----------------------------------------------------------------------------- case study
+def test_case_study_batches_equal_trial_by_trial():
+    from fpe_ref.case_study import CaseStudyConfig, make_data, run_trial, run_trials
+
+    cfg = CaseStudyConfig(dense_epochs=4, fpe_epochs=4, trials=2, n_samples=500,
+                          train=TrainConfig(batch_size=100, warmup_epochs=4), carry_optimizer=True)
+    tr, te, groups = make_data(cfg)
+    one = [run_trial(cfg, t, tr, te, groups) for t in (0, 1)]  # numpy, one model at a time
+    both = run_trials(cfg, [0, 1], tr, te, groups, backend="numba")
+    for (ra, ma, pa), (rb, mb, pb) in zip(one, both):
+        assert ra["trial"] == rb["trial"]
+        assert set(ra["models"]) == set(rb["models"]) == {"dense", "clause", "random"}
+        for v in ra["models"]:
+            a, b = ra["models"][v], rb["models"][v]
+            assert a["ledger"] == b["ledger"] and a["expand_report"] == b["expand_report"]
+            assert a["after"]["test_acc"] == b["after"]["test_acc"]
+            assert abs(a["after"]["capacity"] - b["after"]["capacity"]) <= 1e-9
+            np.testing.assert_allclose(b["history"]["loss"], a["history"]["loss"], rtol=TOL)
+            for k in ma[v].params:
+                assert rel(ma[v].params[k], mb[v].params[k]) <= TOL, (v, k)
+
+
+# ----------------------------------------------------------------------------- fpe bench
+def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
+    from fpe_ref import bench
+
+    monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
+    cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2, 16), n_train=200, batch_size=100, min_reps=2,
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, threads=1)
+    monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
+                                                     "batched_vs_numpy": 0.0})
+    rec = bench.run_bench(cfg, tmp_path, log=lambda s: None)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["format_version"] == 1 and saved["config"]["threads"] == 1
+    assert len(saved["environment_before"]["load_average"]) == 3
+    rows = saved["steps"]
+    assert {(r["variant"], r["impl"]) for r in rows} == {("dense parent", "numpy"), ("dense parent", "numba"),
+                                                          ("FPE alpha=2", "numpy"), ("FPE alpha=2", "numba")}
+    dense = [r for r in rows if r["variant"] == "dense parent" and r["impl"] == "numpy"][0]
+    assert dense["x_dense"] == 1.0 and dense["ms_min"] <= dense["ms_median"] <= dense["ms_max"] and dense["reps"] >= 2
+    cs = saved["case_study"]
+    assert set(cs["wall_s"]) == {"numpy, one model at a time", "numba, one model at a time", "numba, batched"}
+    assert all(v <= 1e-12 for v in cs["max_acc_difference_vs_numpy"].values())
+    assert "FPE alpha=2 (masked-dense, numpy)" in bench.table(rec["steps"])
+
+
+def test_bench_command_is_registered():
+    from cli import fpe
+
+    result = CliRunner().invoke(fpe, ["bench", "--help"])
+    assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
