@@ -34,11 +34,16 @@ Backends
     :mod:`fpe_ref.kernels`' fused one-hidden-layer step (gather, forward, loss, backward,
     penalties and Adam in one compiled function) on the sparse CSR storage: masked weights are
     not stored, so they cannot become non-zero, and each product costs what its stored
-    weights cost. Small models run one per thread (``prange`` over models, serial products);
-    a large model (or a batch of fewer large models than threads) runs its products in
-    parallel instead (:func:`kernel_plan`). Supported: ``[d, h, C]`` MLPs without LayerNorm,
-    ``cfg.orth == 0`` and the plain :class:`~fpe_ref.optim.Adam`; anything else is an
-    :class:`~fpe_ref.errors.FPEError` naming the numpy backend.
+    weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
+    re-sparsified second layer of a wide expansion) is multiplied instead as a dense mirror
+    with BLAS, which beats the sparse kernels there (:func:`storage_plan`). Small models run
+    one per thread (a pool of Python threads; the kernels release the GIL) with serial
+    products; a large model (or fewer large models than threads) runs its products in
+    parallel instead (:func:`kernel_plan`). Each model is trained by one chunk of epochs per
+    compiled call (its permutations drawn beforehand, as ``train`` would draw them).
+    Supported: ``[d, h, C]`` MLPs without LayerNorm, ``cfg.orth == 0`` and the plain
+    :class:`~fpe_ref.optim.Adam`; anything else is an :class:`~fpe_ref.errors.FPEError`
+    naming the numpy backend.
 
 Agreement: the numba backend evaluates the same formulas as the NumPy reference, with sums
 in another order (storage order, vectorised dot products) and the same Adam bit for bit, so
@@ -60,6 +65,10 @@ from .train import History, TrainConfig, check_data
 
 BACKENDS = ("numpy", "numba")
 _PARALLEL_WORK = 1 << 21  # (nnz1 + nnz2) * batch above which one model's products run in parallel
+# A layer at least this dense (and this large) is multiplied as a dense mirror with BLAS: the
+# sparse kernels reach ~1/3 of BLAS's rate per stored weight on these machines.
+_DENSE_DENSITY = 0.3
+_DENSE_MIN_SIZE = 2048
 
 
 def check_backend(backend: str) -> str:
@@ -215,6 +224,41 @@ def kernel_plan(models, batch_size: int, n_threads: int | None = None) -> str:
     return "models"
 
 
+def storage_plan(group: _Group, storage: str = "auto") -> tuple:
+    """Per layer, whether the fused step multiplies it densely (BLAS on a mirror with zeros
+    where masked) rather than with the sparse kernels: ``"auto"`` when at least
+    ``_DENSE_DENSITY`` of the layer is stored and it has ``_DENSE_MIN_SIZE`` entries or more
+    (a dense parent, the re-sparsified second layer of a wide expansion). Speed only: both
+    give the same values to rounding, and the parameters are the stored entries either way."""
+    if storage not in ("auto", "sparse", "dense"):
+        raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
+    d, h, C = group.sizes
+    out = []
+    for l, size in ((1, h * d), (2, C * h)):
+        if storage != "auto":
+            out.append(storage == "dense")
+            continue
+        density = max(r[l - 1][0].shape[0] for r in group.rows) / size
+        out.append(bool(density >= _DENSE_DENSITY and size >= _DENSE_MIN_SIZE))
+    return tuple(out)
+
+
+def _mirrors(group: _Group, dense) -> tuple:
+    """Dense copies ``(G, h, d)`` / ``(G, C, h)`` of the layers multiplied densely (else (G, 1, 1))."""
+    d, h, C = group.sizes
+    out = []
+    for l, shape in ((1, (h, d)), (2, (C, h))):
+        if not dense[l - 1]:
+            out.append(np.zeros((group.G, 1, 1), dtype=group.dtype))
+            continue
+        W = np.zeros((group.G, *shape), dtype=group.dtype)
+        for g in range(group.G):
+            r, c = group.rows[g][l - 1]
+            W[g, r, c] = group.arrays[f"W{l}"][g, :r.shape[0]]
+        out.append(W)
+    return tuple(out)
+
+
 def _tiles(group: _Group, batch: int, parallel: bool) -> np.ndarray:
     d, h, C = group.sizes
     threads = K.get_num_threads() if parallel else 1
@@ -225,7 +269,7 @@ def _tiles(group: _Group, batch: int, parallel: bool) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- training
 def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=None, optimizers=None,
-                  on_epoch=None, backend: str = "numba", plan: str = "auto"):
+                  on_epoch=None, backend: str = "numba", plan: str = "auto", storage: str = "auto"):
     """Train every model of ``models`` in place, as ``train`` would one at a time.
 
     Parameters
@@ -241,6 +285,7 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
     on_epoch : callable(epoch, history), optional; called once per model per epoch.
     backend : "numba" (fused kernels, default) or "numpy" (the reference loop).
     plan : "auto", "models" or "single" (numba only; see :func:`kernel_plan`). Speed only.
+    storage : "auto", "sparse" or "dense" (numba only; see :func:`storage_plan`). Speed only.
 
     Returns
     -------
@@ -274,7 +319,9 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
         check_data(X, y, m)
         if X_test is not None:
             check_data(np.asarray(X_test), np.asarray(y_test), m, "test")
-    return _train_numba(models, X, y, cfg, rngs, X_test, y_test, optimizers, on_epoch, plan)
+    if storage not in ("auto", "sparse", "dense"):
+        raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
+    return _train_numba(models, X, y, cfg, rngs, X_test, y_test, optimizers, on_epoch, plan, storage)
 
 
 def _map_models(fn, G: int):
@@ -310,7 +357,8 @@ class FusedTrainer:
     models' own arrays are untouched until :meth:`write_back`.
     """
 
-    def __init__(self, models, X, y, cfg: TrainConfig, X_test=None, y_test=None, optimizers=None, plan="auto"):
+    def __init__(self, models, X, y, cfg: TrainConfig, X_test=None, y_test=None, optimizers=None, plan="auto",
+                 storage="auto"):
         self.models = list(models)
         self.cfg = cfg
         self.optimizers = [None] * len(self.models) if optimizers is None else list(optimizers)
@@ -334,6 +382,8 @@ class FusedTrainer:
         self.plans = [kernel_plan([self.models[i] for i in grp.members], B) if plan == "auto" else plan
                       for grp in self.groups]
         self.tiles = [_tiles(grp, B, p == "single") for grp, p in zip(self.groups, self.plans)]
+        self.dense = [storage_plan(grp, storage) for grp in self.groups]
+        self.mirrors = [_mirrors(grp, dense) for grp, dense in zip(self.groups, self.dense)]
         self._bc = {}  # (beta1, beta2, t) -> (1 - beta1^t, sqrt(1 - beta2^t)), Python floats as in Adam.step
         self.epochs_run = 0
 
@@ -356,7 +406,7 @@ class FusedTrainer:
         pens64 = np.array([[p.l1, p.l2] for _, p in sched], dtype=np.float64)
         pens = np.array([[p.l1, 2.0 * p.l2] for _, p in sched], dtype=np.float64)
         results = {}
-        for grp, plan, tl in zip(self.groups, self.plans, self.tiles):
+        for grp, plan, tl, dense, (W1D, W2D) in zip(self.groups, self.plans, self.tiles, self.dense, self.mirrors):
             Xd, yf, yi, Xte, yte = self.data[grp.dtype.str]
             order = np.empty((grp.G, E, n), dtype=np.int64)
             coefs = np.empty((grp.G, E, steps, 2), dtype=np.float64)
@@ -380,7 +430,7 @@ class FusedTrainer:
                     A["IP2"], A["IX2"], A["CP2"], A["RI2"], A["PM2"], A["W2"], A["B2"],
                     A["MW1"], A["VW1"], A["MB1"], A["VB1"], A["MW2"], A["VW2"], A["MB2"], A["VB2"],
                     grp.hyper, coefs.astype(grp.dtype), pens.astype(grp.dtype), pens64, evals, Xte, yte, tl,
-                    loss, correct, hits)
+                    loss, correct, hits, dense[0], dense[1], W1D, W2D)
             if plan == "single":  # one model after another, parallel products
                 for g in range(grp.G):
                     K.model_epochs_parallel(g, *args)
@@ -402,8 +452,8 @@ class FusedTrainer:
         return opts
 
 
-def _train_numba(models, X, y, cfg, rngs, X_test, y_test, optimizers, on_epoch, plan):
-    trainer = FusedTrainer(models, X, y, cfg, X_test, y_test, optimizers, plan)
+def _train_numba(models, X, y, cfg, rngs, X_test, y_test, optimizers, on_epoch, plan, storage="auto"):
+    trainer = FusedTrainer(models, X, y, cfg, X_test, y_test, optimizers, plan, storage)
     n = trainer.n
     hists = [History() for _ in models]
     for e0 in range(1, cfg.epochs + 1, trainer.chunk):

@@ -129,6 +129,7 @@ class _ThreadLimits:
         try:
             from threadpoolctl import threadpool_limits
 
+            import scipy.linalg  # noqa: F401  loads SciPy's BLAS (numba's np.dot calls it) so it is limited too
             self.blas = threadpool_limits(self.n)
         except ImportError:
             self.blas = None

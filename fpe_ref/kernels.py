@@ -53,6 +53,12 @@ wrapper                    math                           loop (compiled)
                                                           or any dense parameter)
 =========================  =============================  ===============================
 
+Fused training (last section): :func:`_fused_step_py` is one whole Alg. A3 step of a
+one-hidden-layer net on this storage (gather, forward, loss, backward, penalties, Adam) and
+``model_epochs_serial`` / ``model_epochs_parallel`` run epochs of it for one model of a stack
+(serial products, one model per thread; or parallel products); :mod:`fpe_ref.batched` drives
+them.
+
 ``sparse_linear_forward`` / ``sparse_linear_backward`` are the batch-major ``(n, in)`` pair
 in the style of :mod:`fpe_ref.layers`. Keep activations feature-major (or, equivalently,
 batch-major in Fortran order, whose ``.T`` is C-contiguous) and no transpose is ever copied;
@@ -879,18 +885,60 @@ _PARALLEL = {  # the same products with parallel=True (one large model)
 globals().update(_SERIAL)  # what the plain functions below call when run as Python
 
 
-def _hidden_forward_py(X, idx, ip1, ix1, w1, b1, XbT, AT, HT, tiles):
-    """Gather the batch ``idx`` of ``X`` into ``XbT (d, nb)``, ``AT = W1 XbT + b1``, ``HT = relu(AT)``."""
+def _hidden_forward_py(X, idx, ip1, ix1, w1, b1, W1d, dense1, XbT, AT, HT, tiles):
+    """Gather the batch ``idx`` of ``X`` into ``XbT (d, nb)``, ``AT = W1 XbT + b1``, ``HT = relu(AT)``.
+
+    ``dense1``: multiply by the dense mirror ``W1d (h, d)`` (zeros where masked) with BLAS
+    instead of the sparse kernel (a layer too dense for the sparse kernels to pay off).
+    """
     _gather_t_x(X, idx, XbT)
-    _forward_x(ip1, ix1, w1, b1, XbT, AT, tiles[0], tiles[1])
-    _relu_x(AT, HT)
+    if dense1:
+        AT[...] = np.dot(W1d, XbT)  # (h, nb)
+        _bias_relu(AT, b1, HT)
+    else:
+        _forward_x(ip1, ix1, w1, b1, XbT, AT, tiles[0], tiles[1])
+        _relu_x(AT, HT)
+
+
+def _bias_relu_py(AT, b, HT):
+    """``AT += b[:, None]`` (after the product, as NumPy's ``x W^T + b``) and ``HT = relu(AT)``;
+    HT may be None-like (shape (0, 0)) to skip the ReLU."""
+    n = AT.shape[1]
+    zero = AT.dtype.type(0)
+    relu = HT.shape[0] == AT.shape[0]
+    for r in range(AT.shape[0]):
+        b_r = b[r]
+        for j in range(n):
+            a = AT[r, j] + b_r
+            AT[r, j] = a
+            if relu:
+                HT[r, j] = a if a > zero else zero
+
+
+def _gather_entries_py(G, indptr, indices, out):
+    """``out[p] = G[row(p), indices[p]]``: a dense gradient at the stored positions (CSR order)."""
+    for r in range(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            out[p] = G[r, indices[p]]
+
+
+def _scatter_entries_py(data, indptr, indices, W):
+    """``W[row(p), indices[p]] = data[p]``: refresh a dense mirror after the update."""
+    for r in range(indptr.shape[0] - 1):
+        for p in range(indptr[r], indptr[r + 1]):
+            W[r, indices[p]] = data[p]
+
+
+_bias_relu = numba.njit(**_JIT)(_bias_relu_py)
+_gather_entries = numba.njit(**_JIT)(_gather_entries_py)
+_scatter_entries = numba.njit(**_JIT)(_scatter_entries_py)
 
 
 def _fused_step_py(X, yf, yi, idx, binary,
                    ip1, ix1, cp1, ri1, pm1, w1, b1, ip2, ix2, cp2, ri2, pm2, w2, b2,
                    mw1, vw1, mb1, vb1, mw2, vw2, mb2, vb2,
                    gw1, gb1, gw2, gb2, XbT, AT, HT, ZT, dZT, dHT, lvec, cvec,
-                   hyper, step_size, c2_sqrt, l1, l2, tiles):
+                   hyper, step_size, c2_sqrt, l1, l2, tiles, dense1, dense2, W1d, W2d):
     """One Alg. A3 step (lines 10-19) of ``z = W2 relu(W1 x + b1) + b2`` on the batch ``idx``.
 
     Parameters (``h`` hidden, ``C`` outputs, ``nb = len(idx)``)
@@ -905,6 +953,11 @@ def _fused_step_py(X, yf, yi, idx, binary,
     step_size, c2_sqrt : this step's ``lr / (1 - beta1^t)`` and ``sqrt(1 - beta2^t)`` (param dtype).
     l1, l2 : the penalty coefficients as float64, for the loss value.
     tiles : (4,) int64 forward tiles (row block, input block) of layer 1 and of layer 2.
+    dense1, dense2, W1d (h, d), W2d (C, h) : a layer with ``dense`` set is multiplied as the
+        dense mirror ``W*d`` (zeros where masked) with BLAS, its gradient taken densely and
+        read at the stored positions, and the mirror refreshed after the update: for layers
+        dense enough that BLAS on the zeros beats the sparse kernels. ``w*`` stays the
+        parameter either way (unused mirrors may be ``(1, 1)``).
 
     Returns ``(mean data loss + penalties, number correct)`` from the forward pass before
     the update, as :func:`fpe_ref.train.train_step`. The penalty value and gradients use the
@@ -918,17 +971,27 @@ def _fused_step_py(X, yf, yi, idx, binary,
     nb = idx.shape[0]
     nnz1 = ip1[h]
     nnz2 = ip2[C]
-    _hidden_forward_x(X, idx, ip1, ix1, w1, b1, XbT, AT, HT, tiles)  # (h, nb)
-    _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])  # logits (C, nb)
+    _hidden_forward_x(X, idx, ip1, ix1, w1, b1, W1d, dense1, XbT, AT, HT, tiles)  # (h, nb)
+    if dense2:
+        ZT[...] = np.dot(W2d, HT)
+        _bias_relu(ZT, b2, ZT[:0])
+    else:
+        _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])  # logits (C, nb)
     _loss_x(ZT, yf, yi, idx, binary, dZT, lvec, cvec)  # dZT = dL/dz (C, nb)
     _rowsum_x(dZT, gb2)
-    if C < h:  # the SDDMM re-reads the smaller operand
-        _weight_grad_by_col_x(cp2, ri2, pm2, HT, dZT, gw2)
+    if dense2:
+        _gather_entries(np.dot(dZT, HT.T), ip2, ix2, gw2)  # (dZ H^T) at the stored positions
+        dHT[...] = np.dot(W2d.T, dZT)
     else:
-        _weight_grad_by_row_x(ip2, ix2, HT, dZT, gw2)
-    _input_grad_x(cp2, ri2, pm2, w2, dZT, dHT)  # dH = W2^T dZ (h, nb)
+        if C < h:  # the SDDMM re-reads the smaller operand
+            _weight_grad_by_col_x(cp2, ri2, pm2, HT, dZT, gw2)
+        else:
+            _weight_grad_by_row_x(ip2, ix2, HT, dZT, gw2)
+        _input_grad_x(cp2, ri2, pm2, w2, dZT, dHT)  # dH = W2^T dZ (h, nb)
     _relu_backward_rowsum_x(AT, dHT, gb1)  # dA = dH [A > 0]; db1
-    if h < d:
+    if dense1:
+        _gather_entries(np.dot(dHT, XbT.T), ip1, ix1, gw1)
+    elif h < d:
         _weight_grad_by_col_x(cp1, ri1, pm1, XbT, dHT, gw1)
     else:
         _weight_grad_by_row_x(ip1, ix1, XbT, dHT, gw1)
@@ -961,11 +1024,15 @@ def _fused_step_py(X, yf, yi, idx, binary,
     _adam_nb(b1, gb1, mb1, vb1, b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
     _adam_nb(w2[:nnz2], gw2[:nnz2], mw2[:nnz2], vw2[:nnz2], b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
     _adam_nb(b2, gb2, mb2, vb2, b_1, b_2, omb1, omb2, step_size, c2_sqrt, eps, zero, two_l2)
+    if dense1:
+        _scatter_entries(w1, ip1, ix1, W1d)
+    if dense2:
+        _scatter_entries(w2, ip2, ix2, W2d)
     return loss / nb + pen, correct
 
 
 def _test_correct_py(X, yi, idx_all, binary, ip1, ix1, w1, b1, ip2, ix2, w2, b2,
-                     buf_x, buf_a, buf_h, buf_z, chunk, tiles):
+                     buf_x, buf_a, buf_h, buf_z, chunk, tiles, dense1, dense2, W1d, W2d):
     """Number of samples of ``(X, yi)`` one model classifies correctly (forward only, ``chunk`` at a time).
 
     ``idx_all = arange(len(X))``; buffers hold ``chunk`` columns of ``d``, ``h``, ``h``, ``C`` rows.
@@ -979,9 +1046,13 @@ def _test_correct_py(X, yi, idx_all, binary, ip1, ix1, w1, b1, ip2, ix2, w2, b2,
         nb = min(n, start + chunk) - start
         HT = buf_h[:h * nb].reshape((h, nb))
         ZT = buf_z[:C * nb].reshape((C, nb))
-        _hidden_forward_x(X, idx_all[start:start + nb], ip1, ix1, w1, b1,
+        _hidden_forward_x(X, idx_all[start:start + nb], ip1, ix1, w1, b1, W1d, dense1,
                           buf_x[:d * nb].reshape((d, nb)), buf_a[:h * nb].reshape((h, nb)), HT, tiles)
-        _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])
+        if dense2:
+            ZT[...] = np.dot(W2d, HT)
+            _bias_relu(ZT, b2, ZT[:0])
+        else:
+            _forward_x(ip2, ix2, w2, b2, HT, ZT, tiles[2], tiles[3])
         for i in range(nb):
             if binary:
                 correct += 1 if (ZT[0, i] > 0) == (yi[start + i] == 1) else 0
@@ -998,7 +1069,7 @@ def _model_epochs_py(g, X, yf, yi, binary, orders, batch,
                      IP1, IX1, CP1, RI1, PM1, W1, B1, IP2, IX2, CP2, RI2, PM2, W2, B2,
                      MW1, VW1, MB1, VB1, MW2, VW2, MB2, VB2,
                      hyper, coefs, pens, pens64, evals, X_test, y_test, tiles,
-                     loss_out, correct_out, test_out):
+                     loss_out, correct_out, test_out, dense1, dense2, W1D, W2D):
     """``E`` epochs of model ``g`` of a stack of ``G`` one-hidden-layer models of one shape.
 
     Arrays with a leading model axis ``G``: ``orders (G, E, N)`` (each model's permutation of
@@ -1009,7 +1080,9 @@ def _model_epochs_py(g, X, yf, yi, binary, orders, batch,
     (parameter dtype); ``coefs (G, E, steps, 2)``: each step's ``lr / (1 - beta1^t)`` and
     ``sqrt(1 - beta2^t)``; ``pens (E, 2)``: l1 and 2 l2 of each epoch (parameter dtype),
     ``pens64 (E, 2)``: l1 and l2 (float64, for the loss value); ``evals (E,)``: whether to
-    count test-set hits after that epoch (``X_test (n_test, d)``, ``y_test``).
+    count test-set hits after that epoch (``X_test (n_test, d)``, ``y_test``). ``dense1``,
+    ``dense2``, ``W1D (G, h, d)``, ``W2D (G, C, h)``: layers multiplied densely (see
+    :func:`_fused_step_py`; the mirrors must hold the current weights).
 
     Writes ``loss_out[g, e]`` (sum over batches of batch loss x batch size),
     ``correct_out[g, e]`` (training hits, before each step's update) and ``test_out[g, e]``,
@@ -1053,14 +1126,16 @@ def _model_epochs_py(g, X, yf, yi, binary, orders, batch,
                 gw1, gb1, gw2, gb2,
                 buf_x[:d * nb].reshape((d, nb)), buf_a[:h * nb].reshape((h, nb)), buf_h[:h * nb].reshape((h, nb)),
                 buf_z[:C * nb].reshape((C, nb)), buf_dz[:C * nb].reshape((C, nb)), buf_dh[:h * nb].reshape((h, nb)),
-                lvec[:nb], cvec[:nb], hyp, coefs[g, e, s, 0], coefs[g, e, s, 1], pens64[e, 0], pens64[e, 1], tiles)
+                lvec[:nb], cvec[:nb], hyp, coefs[g, e, s, 0], coefs[g, e, s, 1], pens64[e, 0], pens64[e, 1], tiles,
+                dense1, dense2, W1D[g], W2D[g])
             loss_sum += loss * nb
             correct += corr
         loss_out[g, e] = loss_sum
         correct_out[g, e] = correct
         if evals[e]:
             test_out[g, e] = _test_correct_x(X_test, y_test, idx_test, binary, IP1[g], IX1[g], W1[g], B1[g],
-                                             IP2[g], IX2[g], W2[g], B2[g], buf_x, buf_a, buf_h, buf_z, batch, tiles)
+                                             IP2[g], IX2[g], W2[g], B2[g], buf_x, buf_a, buf_h, buf_z, batch, tiles,
+                                             dense1, dense2, W1D[g], W2D[g])
 
 
 def _compile_composites(bindings, suffix):

@@ -83,6 +83,29 @@ def test_batched_equals_one_at_a_time_after_1000_steps():
     assert worst <= TOL, f"max relative difference {worst:.2e}"
 
 
+@pytest.mark.parametrize("storage", ["sparse", "dense"])
+def test_sparse_and_dense_storage_equal_numpy(storage):
+    """The fused step multiplies a layer with the sparse kernels or, when it is dense enough,
+    as a dense mirror with BLAS (``storage_plan``): both equal the reference, masks kept."""
+    rng = np.random.default_rng(3)
+    parent = MLP.init([24, 6, 7], rng)
+    models = [parent, expand(parent, 3, "random", rng).model]
+    X = rng.standard_normal((300, 24))
+    y = rng.integers(0, 7, 300)
+    cfg = TrainConfig(epochs=20, warmup_epochs=20, batch_size=64)
+    ref = [m.copy() for m in models]
+    for i, m in enumerate(ref):
+        train(m, X, y, cfg, np.random.default_rng(i), X_test=X[:50], y_test=y[:50])
+    got = [m.copy() for m in models]
+    train_batched(got, X, y, cfg, [np.random.default_rng(i) for i in range(2)], X_test=X[:50], y_test=y[:50],
+                  storage=storage)
+    for a, b in zip(ref, got):
+        for k in a.params:
+            assert rel(a.params[k], b.params[k]) <= 1e-12, k
+        for k, M in b.masks.items():
+            assert np.all(b.params[k][~M] == 0.0)
+
+
 def test_a_model_does_not_depend_on_its_batch_mates():
     models, _ = mixed_models()
     X, y = boolean_data(300)
@@ -124,13 +147,15 @@ def test_bad_arguments():
         train_batched(models[:2], X, y, cfg, [r, np.random.default_rng(1)], optimizers=[None])
     with pytest.raises(FPEError, match="plan"):
         train_batched(models[:1], X, y, cfg, [r], plan="gpu")
+    with pytest.raises(FPEError, match="storage"):
+        train_batched(models[:1], X, y, cfg, [r], storage="csr")
     with pytest.raises(FPEError, match="inputs have shape"):
         train_batched(models[:1], X[:, :5], y, cfg, [r])
     assert train_batched([], X, y, cfg, []) == []
 
 
 # ----------------------------------------------------------------------------- the fused step
-def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr):
+def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr, dense=(False, False)):
     """Run one fused step (compiled or plain Python) on a copy of ``model``; the arguments
     as fpe_ref.batched.FusedTrainer.run builds them."""
     m = model.copy()
@@ -150,7 +175,8 @@ def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr):
                       np.empty_like(w1), np.empty_like(b1), np.empty_like(w2), np.empty_like(b2),
                       np.empty((d, n)), np.empty((h, n)), np.empty((h, n)), np.empty((C, n)), np.empty((C, n)),
                       np.empty((h, n)), np.empty(n), np.empty(n), hyper, lr / (1 - b1_**t), (1 - b2_**t) ** 0.5,
-                      pen.l1, pen.l2, np.array([h, 1 << 20, C, 1 << 20]))
+                      pen.l1, pen.l2, np.array([h, 1 << 20, C, 1 << 20]), dense[0], dense[1],
+                      K.to_dense(S1) if dense[0] else np.zeros((1, 1)), K.to_dense(S2) if dense[1] else np.zeros((1, 1)))
     m.params["W1"] = K.to_dense(S1, w1)
     m.params["W2"] = K.to_dense(S2, w2)
     m.params["b1"], m.params["b2"] = b1, b2
@@ -158,8 +184,9 @@ def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr):
 
 
 @pytest.mark.parametrize("C", [1, 4])
-@pytest.mark.parametrize("impl", ["compiled", "python"])
-def test_fused_step_against_numpy_train_step(C, impl):
+@pytest.mark.parametrize("impl,dense", [("compiled", (False, False)), ("python", (False, False)),
+                                        ("compiled", (True, True)), ("compiled", (False, True))])
+def test_fused_step_against_numpy_train_step(C, impl, dense):
     """One fused step vs fpe_ref.train.train_step (the NumPy twin) at a later Adam step, with
     both penalties, alpha not dividing d, softmax and BCE."""
     from fpe_ref.optim import Penalties
@@ -182,7 +209,7 @@ def test_fused_step_against_numpy_train_step(C, impl):
     loss_ref, logits = train_step(ref, opt, X[idx], y[idx], pen, lr)
     hits_ref = float(np.sum(((logits[:, 0] > 0) if C == 1 else logits.argmax(axis=1)) == y[idx]))
     step = K._SERIAL["_fused_step_x"] if impl == "compiled" else K._fused_step_py
-    got, loss, hits = one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr)
+    got, loss, hits = one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr, dense)
     assert abs(loss - loss_ref) <= 1e-12 * abs(loss_ref)
     assert hits == hits_ref
     for k in ref.params:
