@@ -50,7 +50,21 @@ from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, run_sweep
 from .train import TrainConfig
 
 KIND = "boolean"
-TRAINER = "numpy-reference"  # fpe_ref.train.train via case_study.run_trial
+# Trainers, named in every run key. The suffix versions the numerics: "-v2" is the core since
+# the vectorised random split (commit ca2b1d1), which draws other (identically distributed)
+# masks from the same seed than before. "numpy-reference" names the v1 runs (before
+# ca2b1d1, results/boolean/numpy-v1/); this core cannot reproduce them and refuses to.
+TRAINERS = {"numba-v2": "numba", "numpy-v2": "numpy"}  # key name -> case_study.run_trial backend
+LEGACY_TRAINERS = {"numpy-reference": "NumPy trainer before the vectorised random split (commit ca2b1d1)"}
+TRAINER = "numba-v2"  # default: the fused numba kernels, equal to the NumPy reference to rounding
+
+
+def trainer_key(backend: str) -> str:
+    """The current key name of a ``run_trial`` backend ("numba" -> "numba-v2")."""
+    for name, b in TRAINERS.items():
+        if b == backend:
+            return name
+    raise FPEError(f"unknown trainer backend {backend!r}; choose from {', '.join(TRAINERS.values())}")
 
 # The paper's grids (steps chosen by us where the paper only gives a range).
 TABLE_LITERALS = (12, 24, 32, 40, 60, 80, 100, 128)
@@ -106,9 +120,11 @@ class SweepConfig:
     carry_optimizer: bool = False  # fresh Adam after the split (Alg. A3 instantiates one per model)
     out_scale: str = "duplicate"  # Alg. A1
     train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs set per phase
-    trainer: str = TRAINER  # which implementation trains (part of the key)
+    trainer: str = TRAINER  # which implementation trains (part of the key; TRAINERS)
 
     def __post_init__(self):
+        if self.trainer not in TRAINERS and self.trainer not in LEGACY_TRAINERS:
+            raise FPEError(f"unknown trainer {self.trainer!r}; choose from {', '.join(TRAINERS)}")
         for name in ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -204,20 +220,25 @@ def boolean_run(key: dict) -> dict:
     """One run: ``case_study.run_trial`` at the key's point, alpha and trial; the slim record.
 
     This is the per-run function the sweep runner ships to the workers, and the one place
-    where training happens: swap ``run_trial`` for a faster trainer here (and set a new
-    ``trainer`` in the key). Besides ``run_trial``'s metrics it records the unsigned mean
+    where training happens. The key's ``trainer`` picks ``run_trial``'s backend (``TRAINERS``):
+    a new trainer, or a change of the numerics of an existing one, gets a new name, so that
+    a store never mixes two realisations under one key. Besides ``run_trial``'s metrics it records the unsigned mean
     cosine (``cosine_abs``, after training) and returns the four trained models' parameters
     and masks (``parent``, ``dense``, ``clause``, ``random``), which the runner saves to
     ``arrays/<run_id>.npz`` so that any metric can be recomputed later.
     """
-    if key.get("trainer") != TRAINER:
-        raise FPEError(f"this fpe-ref trains with {TRAINER!r}, the run asks for {key.get('trainer')!r}")
+    trainer = key.get("trainer")
+    if trainer in LEGACY_TRAINERS:
+        raise FPEError(f"runs of trainer {trainer!r} ({LEGACY_TRAINERS[trainer]}) cannot be reproduced by this "
+                       f"fpe-ref; use one of {', '.join(TRAINERS)}")
+    if trainer not in TRAINERS:
+        raise FPEError(f"unknown trainer {trainer!r}; this fpe-ref trains with {', '.join(TRAINERS)}")
     why = feasible(key["m"], key["k"], key["alpha"])
     if why is not None:
         raise FPEError(why)
     cfg = case_config(key)
     tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
-    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups)
+    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, backend=TRAINERS[trainer])
     out = slim_record(rec)
     out["parent"]["cosine_abs"] = mean_abs_cosine(parent.params["W1"])
     arrays = _arrays("parent", parent)

@@ -34,8 +34,8 @@ Killing a sweep (Ctrl-C, ``kill``, a run that raises) loses at most the runs in 
 Executors
 ---------
 ``executor=None`` runs serially in this process (debuggable; what tests use).
-``local_executor(jobs)`` is a ``ProcessPoolExecutor`` (spawned workers, BLAS limited to one
-thread each, so ``jobs`` workers use ``jobs`` cores). ``dask_executor(address)`` returns
+``local_executor(jobs)`` is a ``ProcessPoolExecutor`` (spawned workers, BLAS and numba limited
+to one thread each, so ``jobs`` workers use ``jobs`` cores). ``dask_executor(address)`` returns
 dask.distributed's ``Client.get_executor()``: the same sweep on a Dask cluster, with
 ``fpe-ref`` installed on the workers (optional extra ``pip install fpe-ref[dask]``).
 
@@ -62,7 +62,7 @@ TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
 
 STORE_NAME = "runs.jsonl"
 ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arrays/<run_id>.npz, not to the line
-_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 # ---------------------------------------------------------------- keys
@@ -174,7 +174,7 @@ def load_arrays(store: RunStore, rid: str) -> dict:
 
 # ---------------------------------------------------------------- executors
 def _limit_blas_threads():
-    """One BLAS thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
+    """One BLAS / numba thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
     for name in _BLAS_ENV:
         os.environ.setdefault(name, "1")
 

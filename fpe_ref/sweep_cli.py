@@ -47,13 +47,16 @@ def commands(seed_option, train_options, train_config):
                   show_default=True, help="local: a process pool on this machine; dask: a Dask cluster "
                                           "(Client.get_executor(); needs pip install 'fpe-ref[dask]').")
     @click.option("--scheduler", default=None, help="Address of the Dask scheduler, e.g. tcp://10.0.0.1:8786.")
+    @click.option("--trainer", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True,
+                  help="numba: the fused kernels (fpe_ref.batched), about 10x faster, equal to the NumPy "
+                       "reference to rounding; numpy: the reference (fpe_ref.train). Part of each run's key.")
     @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Sweep directory (default results/boolean; --quick: results/boolean-quick).")
     @seed_option
     @train_options
     def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
-                    scheduler, dry_run, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
+                    scheduler, trainer, dry_run, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
         """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
         Each run is one trial of the Sec. 3.1 workflow (fpe_ref.case_study.run_trial) at one
@@ -74,7 +77,7 @@ def commands(seed_option, train_options, train_config):
         cfg = bs.SweepConfig(
             trials=trials or base.get("trials", 5), dense_epochs=dense_epochs or base.get("dense_epochs", 1000),
             fpe_epochs=fpe_epochs or base.get("fpe_epochs", 1000), n_samples=n_samples or base.get("n_samples", 10000),
-            test_fraction=test_fraction, seed=seed,
+            test_fraction=test_fraction, seed=seed, trainer=bs.trainer_key(trainer),
             train=train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
         out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")
         if dry_run:
@@ -90,7 +93,7 @@ def commands(seed_option, train_options, train_config):
             raise FPEError("--scheduler is only used with --executor dask")
         else:
             executor = local_executor(jobs) if jobs > 1 else None
-        click.echo(f"sweep boolean: grids {', '.join(names)}; trials {cfg.trials}; epochs "
+        click.echo(f"sweep boolean: grids {', '.join(names)}; trainer {cfg.trainer}; trials {cfg.trials}; epochs "
                    f"{cfg.dense_epochs}+{cfg.fpe_epochs}; n={cfg.n_samples}; seed {cfg.seed}; "
                    f"{'dask ' + scheduler if client else f'{jobs} local job(s)'} -> {out_dir}/runs.jsonl")
         progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)

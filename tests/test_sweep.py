@@ -102,14 +102,16 @@ def test_key_round_trips_to_the_case_study_config():
     assert run_id(bs.key_for(bs.SweepConfig(), 32, 8, 4, 3)) == run_id(json.loads(json.dumps(key)))
 
 
-def test_boolean_run_golden_numbers():
+@pytest.mark.parametrize("trainer", list(bs.TRAINERS))
+def test_boolean_run_golden_numbers(trainer):
     """The trainer named in the key still computes what it computed when the sweep was run.
 
     Values from the committed core at the time of the sweep (quick config, m=16, h=4, alpha=2,
     trial 1). If a change of the training code moves them, stored runs of the same key are no
-    longer reproducible: give the new code its own ``boolean_sweep.TRAINER`` name.
+    longer reproducible: give the new code its own name in ``boolean_sweep.TRAINERS``. The
+    numba trainer must give the NumPy reference's numbers (to rounding).
     """
-    r = bs.boolean_run(bs.key_for(QUICK, 16, 4, 2, 1))
+    r = bs.boolean_run(bs.key_for(dataclasses.replace(QUICK, trainer=trainer), 16, 4, 2, 1))
     assert r["parent"]["test_acc"] == 0.45
     golden = {"dense": (0.4625, 1.82568243068483, -0.13623584980217562),
               "clause": (0.4875, 2.930785881287041, -0.04686258179105484),
@@ -122,10 +124,14 @@ def test_boolean_run_golden_numbers():
     assert set(r["_arrays"]) >= {"parent/W1", "dense/W1", "clause/W1", "clause/mask:W1", "random/b1"}
 
 
-def test_boolean_run_refuses_another_trainer():
-    key = dict(quick_keys()[0], trainer="numba-batched")
-    with pytest.raises(FPEError, match="trains with"):
+@pytest.mark.parametrize("trainer, match", [("numpy-reference", "cannot be reproduced"), ("torch", "unknown trainer")])
+def test_boolean_run_refuses_legacy_and_unknown_trainers(trainer, match):
+    key = dict(quick_keys()[0], trainer=trainer)
+    with pytest.raises(FPEError, match=match):
         bs.boolean_run(key)
+    if trainer == "torch":
+        with pytest.raises(FPEError, match="unknown trainer"):
+            dataclasses.replace(QUICK, trainer=trainer)
 
 
 def test_sweep_dir_holds_one_config(tmp_path):
