@@ -1,6 +1,9 @@
 """train(..., backend="numba") against the NumPy reference loop: the same History and parameters
 to 1e-9 (float64) after 1000 steps, the same rng use, warm-up and penalties, masks kept exactly.
 
+Two tests are marked slow only because they compile another variant of the fused kernels
+(float32; parallel products), ~30 s each on a cold numba cache: ``pytest -m slow``.
+
 Tolerances: the fused step sums in another order than BLAS (storage order, vectorised dot
 products), so a step agrees to rounding (~1e-16 relative) and training amplifies it; after
 1000 steps the observed differences are ~1e-14..1e-12, asserted at 1e-9 (the issue's bound).
@@ -131,6 +134,7 @@ def test_masked_weights_stay_exactly_zero_and_counts_are_kept():
     assert model.ledger() == before
 
 
+@pytest.mark.slow  # compiles the float32 fused kernels: ~30 s on a cold numba cache
 @pytest.mark.parametrize("dtype", [np.float32])
 def test_float32_agrees_to_float32_rounding(dtype):
     model = make_model("fpe-random", dtype)
@@ -144,6 +148,7 @@ def test_float32_agrees_to_float32_rounding(dtype):
         assert rel(ref.params[k].astype(np.float64), got.params[k].astype(np.float64)) < 1e-4, k
 
 
+@pytest.mark.slow  # compiles the parallel fused kernels: ~35 s on a cold numba cache
 def test_parallel_products_equal_serial_and_any_thread_count():
     from fpe_ref.batched import train_batched
 
