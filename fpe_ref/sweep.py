@@ -62,7 +62,11 @@ TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
 
 STORE_NAME = "runs.jsonl"
 ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arrays/<run_id>.npz, not to the line
-_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS")
+# BLAS libraries read these once, when they load, so the parent sets them for the workers it spawns.
+# NUMBA_NUM_THREADS is deliberately not among them: numba re-reads it at every compilation and
+# refuses a value that differs from its running thread pool, so setting it in the parent breaks
+# the parent's own later parallel kernels. Each worker limits numba in ``_worker_init`` instead.
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 # ---------------------------------------------------------------- keys
@@ -174,9 +178,19 @@ def load_arrays(store: RunStore, rid: str) -> dict:
 
 # ---------------------------------------------------------------- executors
 def _limit_blas_threads():
-    """One BLAS / numba thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
+    """One BLAS thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
     for name in _BLAS_ENV:
         os.environ.setdefault(name, "1")
+
+
+def _worker_init():
+    """Run in each spawned worker before its first run: one BLAS and one numba thread."""
+    _limit_blas_threads()
+    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+    if "numba" in sys.modules:  # imported with the main module: re-read the variable before the pool starts
+        import numba
+
+        numba.config.reload_config()
 
 
 def local_executor(jobs: int) -> cf.Executor:
@@ -187,7 +201,7 @@ def local_executor(jobs: int) -> cf.Executor:
 
     _limit_blas_threads()  # inherited by the spawned workers through the environment
     return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                  initializer=_limit_blas_threads)
+                                  initializer=_worker_init)
 
 
 def dask_executor(address: str):

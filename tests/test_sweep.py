@@ -359,3 +359,17 @@ def test_cli_bad_input_is_one_fpe_error(tmp_path, args, match):
     r = CliRunner().invoke(fpe, args)
     assert isinstance(r.exception, FPEError) and match in str(r.exception)
     assert "\n" not in str(r.exception)
+
+
+def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
+    """Workers run numba on one thread; the parent's NUMBA_NUM_THREADS is never touched.
+
+    numba re-reads NUMBA_NUM_THREADS at each compilation and raises when it differs from its
+    running pool, so a sweep that set it in the parent broke the parent's later kernels.
+    """
+    from fpe_ref import kernels as K
+
+    before = os.environ.get("NUMBA_NUM_THREADS")
+    with local_executor(1) as ex:
+        assert ex.submit(K.max_threads).result() == 1
+    assert os.environ.get("NUMBA_NUM_THREADS") == before
