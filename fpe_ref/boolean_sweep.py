@@ -46,7 +46,7 @@ import numpy as np
 from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trial
 from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
 from .errors import FPEError
-from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, run_sweep
+from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from .train import TrainConfig
 
 KIND = "boolean"
@@ -286,29 +286,10 @@ def open_store(out_dir, cfg: SweepConfig, quick: bool) -> RunStore:
     One directory holds one config (``cfg.signature()``; only ``trials`` may change), so that
     ``fpe report`` never mixes runs of different settings.
     """
-    os.makedirs(out_dir, exist_ok=True)
-    meta_path = os.path.join(out_dir, "sweep.json")
     meta = {"kind": KIND, "quick": bool(quick), "config": asdict(cfg),
             "grids": {g.name: {"paper": g.paper, "axis": g.axis, "points": [list(p) for p in g.points]}
                       for g in make_grids(cfg.k, quick).values()}}
-    if os.path.exists(meta_path):
-        try:
-            with open(meta_path) as f:
-                old = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FPEError(f"{meta_path} is unreadable ({exc}); move it away or use another --out") from exc
-        old_sig = dict(old.get("config", {}))
-        old_sig.pop("trials", None)
-        new_sig = json.loads(json.dumps(cfg.signature()))
-        if old.get("kind") != KIND or old_sig != new_sig or bool(old.get("quick")) != bool(quick):
-            diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
-            raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff) or 'quick/kind'} differ); "
-                           "use another --out")
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
-    return RunStore(os.path.join(out_dir, STORE_NAME))
+    return open_sweep_dir(out_dir, meta, cfg.signature(), same=("kind", "quick"))
 
 
 def sibling_stores(out_dir) -> list:

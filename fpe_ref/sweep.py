@@ -176,6 +176,38 @@ def load_arrays(store: RunStore, rid: str) -> dict:
         return {k: f[k] for k in f.files}
 
 
+def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",)) -> RunStore:
+    """``out_dir/runs.jsonl`` of a sweep; writes ``out_dir/sweep.json`` (``meta``) or checks the one there.
+
+    One directory holds one configuration, so that a report never mixes runs of different
+    settings. ``signature`` is the configuration minus ``trials`` (more trials extend a
+    sweep); the ``config`` stored in an existing ``sweep.json``, minus ``trials``, must equal
+    it, and so must every top-level field named in ``same``. Otherwise ``FPEError`` names the
+    fields that differ. ``meta`` is written atomically (temporary file, then rename).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    meta_path = os.path.join(out_dir, "sweep.json")
+    new_sig = json.loads(json.dumps(signature, default=list))
+    if os.path.exists(meta_path):
+        try:
+            with open(meta_path) as f:
+                old = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FPEError(f"{meta_path} is unreadable ({exc}); move it away or use another --out") from exc
+        old_sig = dict(old.get("config", {}))
+        old_sig.pop("trials", None)
+        diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
+        diff += [name for name in same if old.get(name) != meta.get(name)]
+        if diff:
+            raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff)} differ); "
+                           "use another --out")
+    tmp = meta_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=2, default=list)
+    os.replace(tmp, meta_path)
+    return RunStore(os.path.join(out_dir, STORE_NAME))
+
+
 # ---------------------------------------------------------------- executors
 def _limit_blas_threads():
     """One BLAS thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""

@@ -63,7 +63,7 @@ from .optim import Adam
 from .rewire import RewireSchedule, RewiringAdam
 from .rng import stream
 from .splits import check_alpha
-from .sweep import STORE_NAME, RunStore, run_sweep
+from .sweep import STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from .train import TrainConfig, TrialSummary, train
 
 KIND = "vision"
@@ -382,27 +382,8 @@ def plan(cfg: VisionConfig, hiddens) -> list:
 
 def open_store(out_dir, cfg: VisionConfig, meta: dict | None = None) -> RunStore:
     """``out_dir/runs.jsonl``; writes ``sweep.json`` (resolved config + ``meta``) or checks it matches."""
-    os.makedirs(out_dir, exist_ok=True)
-    meta_path = os.path.join(out_dir, "sweep.json")
-    new_sig = json.loads(json.dumps(cfg.signature()))
-    if os.path.exists(meta_path):
-        try:
-            with open(meta_path) as f:
-                old = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise FPEError(f"{meta_path} is unreadable ({exc}); move it away or use another --out") from exc
-        old_sig = dict(old.get("config", {}))
-        old_sig.pop("trials", None)
-        if old.get("kind") != KIND or old_sig != new_sig:
-            diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
-            raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff) or 'kind'} differ); "
-                           "use another --out")
     full = {"kind": KIND, "config": json.loads(json.dumps(asdict(cfg), default=list)), **(meta or {})}
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(full, f, indent=2)
-    os.replace(tmp, meta_path)
-    return RunStore(os.path.join(out_dir, STORE_NAME))
+    return open_sweep_dir(out_dir, full, cfg.signature())
 
 
 def run_vision_sweep(cfg: VisionConfig, hiddens, out_dir, *, meta=None, executor=None, progress=None, log=None):

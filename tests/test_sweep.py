@@ -373,3 +373,24 @@ def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
     with local_executor(1) as ex:
         assert ex.submit(K.max_threads).result() == 1
     assert os.environ.get("NUMBA_NUM_THREADS") == before
+
+
+def test_open_sweep_dir_keeps_one_config_per_directory(tmp_path):
+    from fpe_ref.sweep import open_sweep_dir
+
+    d = tmp_path / "s"
+    meta = {"kind": "k", "quick": False, "config": {"lr": 1e-3, "trials": 5}}
+    store = open_sweep_dir(d, meta, {"lr": 1e-3})
+    assert store.path == os.path.join(d, "runs.jsonl")
+    assert json.loads((d / "sweep.json").read_text()) == meta
+    # more trials extend the sweep
+    open_sweep_dir(d, dict(meta, config={"lr": 1e-3, "trials": 9}), {"lr": 1e-3})
+    with pytest.raises(FPEError, match=r"\(lr differ\)"):
+        open_sweep_dir(d, dict(meta, config={"lr": 2e-3, "trials": 9}), {"lr": 2e-3})
+    with pytest.raises(FPEError, match=r"\(quick differ\)"):
+        open_sweep_dir(d, dict(meta, quick=True), {"lr": 1e-3}, same=("kind", "quick"))
+    with pytest.raises(FPEError, match=r"\(kind differ\)"):
+        open_sweep_dir(d, dict(meta, kind="other"), {"lr": 1e-3})
+    (d / "sweep.json").write_text("{not json")
+    with pytest.raises(FPEError, match="unreadable"):
+        open_sweep_dir(d, meta, {"lr": 1e-3})
