@@ -35,6 +35,7 @@ from .metrics import interference
 from .mlp import MLP
 from .rng import stream
 from .splits import check_alpha
+from .sweep import RunStore
 from .batched import train_batched
 from .train import TrainConfig, TrialSummary
 
@@ -132,32 +133,15 @@ def _config_key(cfg: CaseStudyConfig) -> str:
 
 
 def load_finished(out_dir, cfg):
-    """Finished trial records of an earlier run with the same config (resume)."""
-    path = os.path.join(out_dir, "trials.jsonl")
-    done = {}
-    if not os.path.exists(path):
-        return done
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill: that trial is simply run again
-            if rec.get("config_key") == _config_key(cfg):
-                done[rec["trial"]] = rec
-    return done
+    """Finished trial records of an earlier run with the same config (resume); cut lines are skipped."""
+    key = _config_key(cfg)
+    store = RunStore(os.path.join(out_dir, "trials.jsonl"))
+    return {rec["trial"]: rec for rec in store.lines() if rec.get("config_key") == key}
 
 
 def append_record(out_dir, rec):
-    """Append one JSON line and fsync, so a kill never leaves a finished trial unrecorded."""
-    path = os.path.join(out_dir, "trials.jsonl")
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one JSON line (``RunStore.append``: locked, fsync-ed, a cut last line terminated first)."""
+    RunStore(os.path.join(out_dir, "trials.jsonl")).append(rec)
 
 
 def summarize(cfg: CaseStudyConfig, records: list) -> dict:

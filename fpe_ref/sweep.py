@@ -98,8 +98,8 @@ class RunStore:
     def __repr__(self):
         return f"RunStore({self.path!r})"
 
-    def records(self) -> list:
-        """Every valid record in file order; a line that is not valid JSON is skipped."""
+    def lines(self) -> list:
+        """Every JSON object in the file, in file order; a line that is not valid JSON is skipped."""
         out = []
         if not os.path.exists(self.path):
             return out
@@ -112,9 +112,13 @@ class RunStore:
                     rec = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     continue  # a cut line: that run is run again
-                if isinstance(rec, dict) and "run_id" in rec:
+                if isinstance(rec, dict):
                     out.append(rec)
         return out
+
+    def records(self) -> list:
+        """Every valid run record (a JSON object with a ``run_id``) in file order."""
+        return [rec for rec in self.lines() if "run_id" in rec]
 
     def load(self) -> dict:
         """``{run_id: record}`` of the finished runs (the first record of an id wins)."""

@@ -59,6 +59,8 @@ def test_interrupted_trial_line_is_ignored(tmp_path):
     path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # a kill mid-write of trial 1
     text = run(TINY + ["--out", str(out)])
     assert "resuming: 1 finished trial(s)" in text
+    # the re-run trial's record starts on a line of its own, not glued to the cut one
+    assert "resuming: 2 finished trial(s)" in run(TINY + ["--out", str(out)])
 
 
 def test_bad_alpha_is_one_line_error(tmp_path):
