@@ -46,7 +46,8 @@ def train_options(f):
                      help="lambda_orth: ||W1 W1^T - I||_F^2 penalty (Alg. A3 line 17; 0 in the paper's runs)."),
         click.option("--warmup", type=click.Choice(["lr", "penalty", "none"]), default="lr", show_default=True,
                      help="What Alg. A3's ratio r = min(1, e/W) scales: the learning rate, the penalties, or nothing."),
-        click.option("--warmup-epochs", type=int, default=1000, show_default=True, help="W in r = min(1, e/W)."),
+        click.option("--warmup-epochs", type=int, default=None,
+                     help="W in r = min(1, e/W) (default 1000; with --quick, the quick run's dense epochs)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -57,6 +58,11 @@ def backend_option(default="numba"):
     return click.option("--backend", type=click.Choice(["numba", "numpy"]), default=default, show_default=True,
                         help="numba: the fused compiled step, the models of a run trained side by side "
                              "(equal to numpy to rounding); numpy: the reference loop, one model at a time.")
+
+
+def _given(value, default):
+    """``value`` unless the option was not given (``None``); an explicit 0 stays 0 and is checked later."""
+    return default if value is None else value
 
 
 def _train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs, epochs=1):
@@ -72,7 +78,7 @@ def reproduce():
     """Reproduce the paper's experiments on CPU; results go to results/ (or --out)."""
 
 
-@reproduce.command("case-study")
+@reproduce.command("case-study", short_help="Sec. 3.1: dense vs clause-split vs random-split FPE on the DNF.")
 @click.option("--quick", is_flag=True, help="A small version (fewer epochs, trials and samples) that runs in seconds.")
 @click.option("--trials", type=int, default=None, help="Trials T (default 5; --quick: 3).")
 @click.option("--dense-epochs", type=int, default=None, help="Dense pre-training epochs (default 1000; --quick: 150).")
@@ -106,12 +112,12 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
     from fpe_ref.case_study import VARIANTS, CaseStudyConfig, run_case_study
 
     q = quick
-    if quick and warmup_epochs == 1000:
-        warmup_epochs = 150
+    if warmup_epochs is None:
+        warmup_epochs = 150 if q else 1000
     cfg = CaseStudyConfig(
         m=m, k=k, hidden=hidden, alpha=alpha,
-        dense_epochs=dense_epochs or (150 if q else 1000), fpe_epochs=fpe_epochs or (150 if q else 1000),
-        trials=trials or (3 if q else 5), n_samples=n_samples or (4000 if q else 10000),
+        dense_epochs=_given(dense_epochs, 150 if q else 1000), fpe_epochs=_given(fpe_epochs, 150 if q else 1000),
+        trials=_given(trials, 3 if q else 5), n_samples=_given(n_samples, 4000 if q else 10000),
         test_fraction=test_fraction, seed=seed, carry_optimizer=carry_optimizer,
         train=_train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
     total = cfg.trials * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs)
@@ -128,7 +134,7 @@ def _case_study_outputs(cfg, summary, groups, out_dir):
     import os
 
     from fpe_ref import plots
-    from fpe_ref.case_study import VARIANTS
+    from fpe_ref.case_study import VARIANTS, load_finished
     from fpe_ref.mlp import MLP
 
     rows = [("model", "test acc mean +- std", "best of T*", "capacity", "cosine", "non-zero W", "biases")]
@@ -155,18 +161,8 @@ def _case_study_outputs(cfg, summary, groups, out_dir):
                            os.path.join(out_dir, "fig2_dense_clause.png"), "Figure 2: dense and clause-split FPE (best trial)")
     plots.gram_and_weights({"random": models["random"]}, groups, cfg.alpha,
                            os.path.join(out_dir, "figA1_random.png"), "Figure A1: random-split FPE (best trial)")
-    records = []
-    with open(os.path.join(out_dir, "trials.jsonl")) as f:
-        key = None
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    from fpe_ref.case_study import _config_key
-
-    key = _config_key(cfg)
-    records = sorted([r for r in records if r.get("config_key") == key], key=lambda r: r["trial"])
+    done = load_finished(out_dir, cfg)
+    records = [done[t] for t in sorted(done)]
     plots.training_curves(records, VARIANTS, os.path.join(out_dir, "training_curves.png"), cfg.dense_epochs)
     click.echo(f"wrote {out_dir}/summary.json, trials.jsonl, models/, fig2_dense_clause.png, figA1_random.png, training_curves.png")
 

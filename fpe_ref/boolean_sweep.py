@@ -45,7 +45,7 @@ import numpy as np
 
 from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trial
 from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
-from .errors import FPEError
+from .errors import FPEError, check_positive_ints
 from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from .train import TrainConfig
 
@@ -125,10 +125,7 @@ class SweepConfig:
     def __post_init__(self):
         if self.trainer not in TRAINERS and self.trainer not in LEGACY_TRAINERS:
             raise FPEError(f"unknown trainer {self.trainer!r}; choose from {', '.join(TRAINERS)}")
-        for name in ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise FPEError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"))
 
     def signature(self) -> dict:
         """The config minus ``trials`` (more trials extend a sweep; anything else makes a new one)."""

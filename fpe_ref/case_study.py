@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, generate_dnf, train_test_split
-from .errors import FPEError
+from .errors import FPEError, check_positive_ints
 from .expand import carry_optimizer, expand
 from .metrics import interference
 from .mlp import MLP
@@ -58,7 +58,10 @@ class CaseStudyConfig:
     seed: int = 0  # the one seed all streams derive from
     carry_optimizer: bool = False  # carry Adam's moments through the split child by child
     out_scale: str = "duplicate"  # "duplicate" (paper) or "divide" (Net2Net-style ablation)
-    train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs set per phase
+    train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; train.epochs is unused (set per phase)
+
+    def __post_init__(self):
+        check_positive_ints(self, ("m", "k", "hidden", "alpha", "dense_epochs", "fpe_epochs", "trials", "n_samples"))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -195,6 +198,7 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, back
     if done:
         log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
     todo = [t for t in range(cfg.trials) if t not in done]
+    shown = set()
     for rec, models, parent in (run_trials(cfg, todo, tr, te, groups, on_epoch, backend) if todo else []):
         t = rec["trial"]
         parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
@@ -203,8 +207,11 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, back
         rec["config_key"] = _config_key(cfg)
         append_record(out_dir, rec)
         done[t] = rec
-        if rec["models"]["random"]["expand_report"]:
-            log(rec["models"]["random"]["expand_report"])
+        for v in VARIANTS[1:]:  # the two splits: parameter ledger, pruned counts, dead children
+            report = rec["models"][v]["expand_report"]
+            if report and (v, report) not in shown:  # the same ledger every trial: print it once
+                shown.add((v, report))
+                log(f"{v} split (trial {t}): {report}")
     summary = summarize(cfg, [done[t] for t in range(cfg.trials)])
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)

@@ -14,6 +14,8 @@ after every optimizer step and after every load.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -250,23 +252,38 @@ class MLP:
     def load(cls, path) -> "MLP":
         """Read a model written by ``save``; a mask-off weight that is not 0.0 is an error."""
         try:
-            with np.load(path, allow_pickle=False) as f:
+            loaded = np.load(path, allow_pickle=False)
+            if not hasattr(loaded, "files"):
+                raise ValueError("a single .npy array, not an .npz archive")
+            with loaded as f:
                 arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise FPEError(f"cannot read model file {path}: {exc}") from exc
         if "meta" not in arrays:
             raise FPEError(f"{path} is not an fpe-ref model file (no 'meta' entry)")
-        meta = json.loads(str(arrays.pop("meta")))
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FPEError(f"{path} has model format version {meta.get('format_version')}, this fpe-ref reads {FORMAT_VERSION}")
+        try:
+            meta = json.loads(str(arrays.pop("meta")))
+            if not isinstance(meta, dict):
+                raise ValueError(f"meta is a JSON {type(meta).__name__}, not an object")
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise FPEError(f"{path} has model format version {meta.get('format_version')}, "
+                               f"this fpe-ref reads {FORMAT_VERSION}")
+            n_layers = len(meta["sizes"]) - 1
+            layer_norm = bool(meta["layer_norm"])
+        except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
+            raise FPEError(f"{path} has a corrupt 'meta' entry: {exc!r}") from exc
         masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask:")}
         params = {k: v for k, v in arrays.items() if not k.startswith("mask:")}
-        n_layers = len(meta["sizes"]) - 1
         try:
-            params = cls._ordered(params, n_layers, meta["layer_norm"])
+            params = cls._ordered(params, n_layers, layer_norm)
         except KeyError as exc:
             raise FPEError(f"{path} lacks parameter {exc}") from exc
         for name, M in masks.items():
+            if M.dtype != np.bool_:
+                raise FPEError(f"{path}: mask of {name} has dtype {M.dtype}, expected bool")
             if name in params and M.shape == params[name].shape and np.any(params[name][~M] != 0):
                 raise FPEError(f"{path}: weight {name} is non-zero at masked positions (corrupt or hand-edited file)")
-        return cls(params, masks, meta["layer_norm"])
+        try:
+            return cls(params, masks, layer_norm)
+        except FPEError as exc:
+            raise FPEError(f"{path}: {exc}") from exc

@@ -176,6 +176,11 @@ def gram_groups(W, n_clusters: int = 16, linkage: str = "ward") -> list:
       With ``alpha = 2`` this gives each child about 8 clusters, enough to balance the
       input counts through ``group_partition``'s largest-first assignment, and few
       enough that clusters are real groups (about 49 pixels each on FashionMNIST).
+    * **Balancing (a deviation)**: the paper "balance[s] the number of clusters that go to
+      each subneuron". ``group_partition`` balances the number of *inputs* first and the
+      number of clusters only among children with equal input counts: with clusters of
+      unequal size, equal cluster counts could give one child most of the inputs (and the
+      re-sparsified budget). Pass your own partition to ``expand`` for the paper's rule.
 
     Returns a list of index arrays (sorted inputs, clusters ordered by their smallest input)
     that partition ``range(d)``; pass it as ``groups=`` with ``split="gram"``.

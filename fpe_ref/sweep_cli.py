@@ -25,7 +25,7 @@ def commands(seed_option, train_options, train_config):
         command skips finished runs, so a killed sweep resumes where it stopped.
         """
 
-    @sweep.command("boolean")
+    @sweep.command("boolean", short_help="Sec. 3.2: Figures 3-4 and Tables A1/A2 grids (resumable, parallel, Dask).")
     @click.option("--grid", "grids", multiple=True,
                   type=click.Choice(["all", "tables", "fig3a", "fig3b", "tables-alpha4", "fig3c"]),
                   help="Which grids to run, in this order (repeatable). Default: all, in the order "
@@ -71,12 +71,16 @@ def commands(seed_option, train_options, train_config):
         if "all" in names:
             names = list(bs.DEFAULT_ORDER)
         names = list(dict.fromkeys(names))
-        if quick and warmup_epochs == 1000:
-            warmup_epochs = bs.QUICK["dense_epochs"]
         base = bs.QUICK if quick else {}
+        if warmup_epochs is None:
+            warmup_epochs = base.get("dense_epochs", 1000)
+
+        def given(value, name, default):  # an explicit 0 stays 0 and is refused by SweepConfig
+            return base.get(name, default) if value is None else value
+
         cfg = bs.SweepConfig(
-            trials=trials or base.get("trials", 5), dense_epochs=dense_epochs or base.get("dense_epochs", 1000),
-            fpe_epochs=fpe_epochs or base.get("fpe_epochs", 1000), n_samples=n_samples or base.get("n_samples", 10000),
+            trials=given(trials, "trials", 5), dense_epochs=given(dense_epochs, "dense_epochs", 1000),
+            fpe_epochs=given(fpe_epochs, "fpe_epochs", 1000), n_samples=given(n_samples, "n_samples", 10000),
             test_fraction=test_fraction, seed=seed, trainer=bs.trainer_key(trainer),
             train=train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
         out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")

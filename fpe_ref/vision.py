@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .deep import expand_alternating
-from .errors import FPEError
+from .errors import FPEError, check_positive_ints
 from .metrics import mean_cosine
 from .mlp import MLP
 from .optim import Adam
@@ -112,15 +112,10 @@ class VisionConfig:
             raise FPEError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset == "embeddings" and not self.data_path:
             raise FPEError("the embeddings data set needs a file: --data FILE (.npz or a directory of .npy)")
-        for name in ("layers", "trials", "post_epochs", "gram_clusters", "rewire_every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise FPEError(f"{name} must be a positive integer, got {v!r}")
+        check_positive_ints(self, ("layers", "trials", "post_epochs", "gram_clusters", "rewire_every"))
         if self.layers < 2:
             raise FPEError(f"layers must be >= 2 (one hidden layer), got {self.layers}")
-        if isinstance(self.pretrain_epochs, bool) or not isinstance(self.pretrain_epochs, (int, np.integer)) \
-                or self.pretrain_epochs < 0:
-            raise FPEError(f"pretrain_epochs must be an integer >= 0, got {self.pretrain_epochs!r}")
+        check_positive_ints(self, ("pretrain_epochs",), minimum=0)
         if not 0.0 <= self.val_fraction < 1.0:
             raise FPEError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
         if self.dtype not in ("float32", "float64"):
@@ -129,7 +124,12 @@ class VisionConfig:
             raise FPEError(f"rewire_end must be in (0, 1], got {self.rewire_end!r}")
         if not self.variants:
             raise FPEError("at least one variant is needed")
-        names = [parse_variant(v, self.alpha)[0] for v in self.variants]
+        parsed = [parse_variant(v, self.alpha) for v in self.variants]
+        names = [name for name, _ in parsed]
+        for name, a in parsed:
+            if name == "gram" and self.gram_clusters < a:
+                raise FPEError(f"--gram-clusters {self.gram_clusters} is fewer than alpha={a}: "
+                               "the Gram split deals whole clusters to the alpha children")
         if "sparse-scratch" in names and "random" not in self.variants:
             raise FPEError("the sparse-scratch baseline reuses the random variant's mask: add 'random' to the variants")
         if len(set(self.variants)) != len(self.variants):

@@ -111,14 +111,23 @@ def _class_names(cfg):
     return None
 
 
+def _post_epochs(post_epochs, pretrain_epochs):
+    """--post-epochs, defaulting to --pretrain-epochs (which may not then be 0)."""
+    if post_epochs is not None:
+        return post_epochs
+    if pretrain_epochs == 0:
+        raise FPEError("--pretrain-epochs 0 needs an explicit --post-epochs (it defaults to the pre-training epochs)")
+    return pretrain_epochs
+
+
 def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
     """Run/resume one sweep with a line progress bar; returns the finished records of ``hiddens``."""
     from .sweep import LineProgress, local_executor
     from .vision import load_records, run_vision_sweep
 
-    jobs = jobs or os.cpu_count() or 1
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise FPEError(f"--jobs must be >= 1, got {jobs}")
+    jobs = jobs or os.cpu_count() or 1
     n_runs = cfg.trials * len(hiddens)
     click.echo(f"{label}: hidden {hiddens}, {cfg.trials} trials, epochs {cfg.pretrain_epochs}+{cfg.post_epochs}, "
                f"variants {', '.join(cfg.variants)}; {n_runs} runs on {jobs} job(s) -> {out_dir}/runs.jsonl")
@@ -194,14 +203,15 @@ def commands():
     @click.command("fashion-mnist")
     @click.option("--hidden", type=int, multiple=True,
                   help="Neurons before expansion (repeatable). Default 4 8 16 32 (Figure 5a's range is not stated).")
-    @click.option("--trials", type=int, default=5, show_default=True, help="Trials T (Figure 5: five).")
-    @click.option("--pretrain-epochs", type=int, default=20, show_default=True,
-                  help="Dense pre-training epochs before FPE (Figure 5a's caption: 20).")
-    @click.option("--post-epochs", type=int, default=20, show_default=True,
-                  help="Epochs after the split, for every model (not stated by the paper).")
+    @click.option("--trials", type=int, default=None, help="Trials T (default 5, Figure 5: five; --quick: 2).")
+    @click.option("--pretrain-epochs", type=int, default=None,
+                  help="Dense pre-training epochs before FPE (default 20, Figure 5a's caption; --quick: 1).")
+    @click.option("--post-epochs", type=int, default=None,
+                  help="Epochs after the split, for every model (default 20, not stated by the paper; --quick: 1).")
     @click.option("--baselines/--no-baselines", default=True, show_default=True,
                   help="Also train the dense-from-scratch and sparse-mask-from-scratch baselines.")
-    @click.option("--quick", is_flag=True, help="Hidden 4 8, 2 trials, 1+1 epochs: a smoke test.")
+    @click.option("--quick", is_flag=True,
+                  help="A smoke test: hidden 4 8, 2 trials, 1+1 epochs (options given explicitly still apply).")
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Output directory (default results/fashion_mnist; --quick: results/fashion_mnist-quick).")
     @data_opts("Not used here.")
@@ -225,8 +235,12 @@ def commands():
             raise FPEError("fashion-mnist reads IDX files: use --data-dir, or `fpe reproduce embeddings --data FILE`")
         if n_classes is not None:
             raise FPEError("--n-classes applies to embeddings only")
+        q = {"trials": 2, "pretrain_epochs": 1, "post_epochs": 1} if quick else {}
+        trials = trials if trials is not None else q.get("trials", 5)
+        pretrain_epochs = pretrain_epochs if pretrain_epochs is not None else q.get("pretrain_epochs", 20)
+        post_epochs = post_epochs if post_epochs is not None else q.get("post_epochs", 20)
         if quick:
-            hidden, trials, pretrain_epochs, post_epochs = hidden or (4, 8), 2, 1, 1
+            hidden = hidden or (4, 8)
         variants = ("dense", "random", "gram") + (("dense-scratch", "sparse-scratch") if baselines else ())
         cfg = VisionConfig(dataset="fashion-mnist", data_path=data_dir, alpha=alpha, pretrain_epochs=pretrain_epochs,
                            post_epochs=post_epochs, variants=variants, trials=trials, val_fraction=val_fraction,
@@ -312,7 +326,7 @@ def commands():
         """
         ds = _dataset(data_file, data_dir, n_classes)
         pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
-        cfg = VisionConfig(**ds, alpha=2, pretrain_epochs=pe, post_epochs=post_epochs or pe,
+        cfg = VisionConfig(**ds, alpha=2, pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense", "two-four", "random"), trials=trials, val_fraction=val_fraction,
                            dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (8,))
@@ -353,7 +367,7 @@ def commands():
         """
         ds = _dataset(data_file, data_dir, n_classes)
         pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
-        cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=pe, post_epochs=post_epochs or pe,
+        cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense", "random", "rewire"), trials=trials, val_fraction=val_fraction,
                            rewire_every=every, rewire_fraction=fraction, rewire_decay=decay, rewire_end=end,
                            dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
@@ -385,7 +399,7 @@ def commands():
         ds = _dataset(data_file, data_dir, n_classes)
         pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
         al = sorted(dict.fromkeys(alphas or (2, 4, 8)))
-        cfg = VisionConfig(**ds, alpha=al[0], pretrain_epochs=pe, post_epochs=post_epochs or pe,
+        cfg = VisionConfig(**ds, alpha=al[0], pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense",) + tuple(f"random@{a}" for a in al), trials=trials,
                            val_fraction=val_fraction, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (4, 8, 16, 32))

@@ -1,5 +1,8 @@
 """Layers, MLP, penalties and Adam: finite-difference gradients in float64, invariants, I/O."""
 
+import io
+import json
+
 import numpy as np
 import pytest
 
@@ -255,6 +258,49 @@ def test_load_rejects_nonzero_masked_weight_and_garbage(tmp_path, rng):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(FPEError, match="cannot read model file"):
         MLP.load(tmp_path / "junk.npz")
+
+
+def _npy_bytes(a):
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def _corruptions(tmp_path, arrays):
+    """(name, file writer) pairs: each writes one kind of damaged model file."""
+    def savez(**changes):
+        def write(p):
+            a = dict(arrays)
+            a.update(changes)
+            np.savez(p, **{k: v for k, v in a.items() if v is not None})
+        return write
+
+    good = (tmp_path / "m.npz").read_bytes()
+    return [
+        ("truncated", lambda p: p.write_bytes(good[: len(good) // 2]), "cannot read model file"),
+        ("empty", lambda p: p.write_bytes(b""), "cannot read model file"),
+        ("npy", lambda p: p.write_bytes(_npy_bytes(np.zeros(3))), "cannot read model file"),
+        ("meta not json", savez(meta=np.array("{oops")), "corrupt 'meta'"),
+        ("meta a list", savez(meta=np.array("[1, 2]")), "corrupt 'meta'"),
+        ("meta without sizes", savez(meta=np.array('{"format_version": 1, "layer_norm": false}')), "corrupt 'meta'"),
+        ("int mask", savez(**{"mask:W1": arrays["mask:W1"].astype(np.int64)}), "dtype int64, expected bool"),
+        ("NaN weight", savez(W2=np.full_like(arrays["W2"], np.nan)), r"bad_\d+\.npz: parameter W2 contains NaN"),
+        ("missing bias", savez(b1=None), "lacks parameter"),
+    ]
+
+
+def test_load_gives_one_line_errors_on_damaged_files(tmp_path, rng):
+    model = _masked_model([4, 3, 1], rng, False, (1,))
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    assert json.loads(str(arrays["meta"]))["format_version"] == 1  # the corruptions below assume it
+    for i, (name, write, match) in enumerate(_corruptions(tmp_path, arrays)):
+        path = tmp_path / f"bad_{i}.npz"
+        write(path)
+        with pytest.raises(FPEError, match=match) as info:
+            MLP.load(path)
+        assert "\n" not in str(info.value), name
 
 
 def test_bad_inputs_raise_clear_errors(rng):

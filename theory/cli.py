@@ -26,7 +26,7 @@ def _out_option(f):
                         help="Directory for the outputs.")(f)
 
 
-@click.group()
+@click.group(short_help="Sec. 2.5 / A.5: clause coverage and the collision ratio, checked numerically.")
 def theory():
     """Sec. 2.5 / A.5: clause coverage and the alpha^-(2k-1) collision ratio, checked numerically.
 

@@ -271,6 +271,9 @@ def load_embeddings(path, n_classes=None, dtype=np.float64) -> ClassificationDat
                     f"(n_classes={n_classes})"
                 )
 
+    if n_classes < 2:
+        raise FPEError(f"{src} has n_classes={n_classes}: a classifier needs at least 2 classes")
+
     if NAMES_KEY in arrays:
         class_names = _check_names(arrays[NAMES_KEY], src, n_classes)
     else:
