@@ -180,14 +180,15 @@ def load_arrays(store: RunStore, rid: str) -> dict:
         return {k: f[k] for k in f.files}
 
 
-def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",)) -> RunStore:
+def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",), same_if_recorded=()) -> RunStore:
     """``out_dir/runs.jsonl`` of a sweep; writes ``out_dir/sweep.json`` (``meta``) or checks the one there.
 
     One directory holds one configuration, so that a report never mixes runs of different
     settings. ``signature`` is the configuration minus ``trials`` (more trials extend a
     sweep); the ``config`` stored in an existing ``sweep.json``, minus ``trials``, must equal
-    it, and so must every top-level field named in ``same``. Otherwise ``FPEError`` names the
-    fields that differ. ``meta`` is written atomically (temporary file, then rename).
+    it, and so must every top-level field named in ``same``, and every field named in
+    ``same_if_recorded`` that the existing file holds (fields added after a sweep started,
+    such as a data fingerprint). Otherwise ``FPEError`` names the fields that differ. ``meta`` is written atomically (temporary file, then rename).
     """
     os.makedirs(out_dir, exist_ok=True)
     meta_path = os.path.join(out_dir, "sweep.json")
@@ -202,6 +203,7 @@ def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",)) -> RunS
         old_sig.pop("trials", None)
         diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
         diff += [name for name in same if old.get(name) != meta.get(name)]
+        diff += [name for name in same_if_recorded if name in old and old[name] != meta.get(name)]
         if diff:
             raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff)} differ); "
                            "use another --out")

@@ -86,10 +86,11 @@ def _dataset(data_file, data_dir, n_classes):
     if data_file and data_dir:
         raise FPEError("give either --data (embeddings) or --data-dir (FashionMNIST), not both")
     if data_file:
-        return dict(dataset="embeddings", data_path=os.fspath(data_file), n_classes=n_classes)
+        return dict(dataset="embeddings", data_path=os.path.abspath(data_file), n_classes=n_classes)
     if n_classes is not None:
         raise FPEError("--n-classes applies to --data (embeddings) only")
-    return dict(dataset="fashion-mnist", data_path=data_dir, n_classes=None)
+    # absolute, so that ./x and x, or another working directory, name the same sweep
+    return dict(dataset="fashion-mnist", data_path=os.path.abspath(data_dir) if data_dir else None, n_classes=None)
 
 
 def _hidden(hidden, default):
@@ -242,7 +243,7 @@ def commands():
         if quick:
             hidden = hidden or (4, 8)
         variants = ("dense", "random", "gram") + (("dense-scratch", "sparse-scratch") if baselines else ())
-        cfg = VisionConfig(dataset="fashion-mnist", data_path=data_dir, alpha=alpha, pretrain_epochs=pretrain_epochs,
+        cfg = VisionConfig(dataset="fashion-mnist", data_path=os.path.abspath(data_dir) if data_dir else None, alpha=alpha, pretrain_epochs=pretrain_epochs,
                            post_epochs=post_epochs, variants=variants, trials=trials, val_fraction=val_fraction,
                            gram_clusters=gram_clusters, gram_linkage=gram_linkage, dtype=dtype, seed=seed,
                            train=_train(lr, batch_size, l1, l2))
@@ -293,7 +294,7 @@ def commands():
         gram = (L == 2) if gram is None else gram
         variants = ("dense", "random") + (("gram",) if gram else ()) + \
                    (("dense-scratch", "sparse-scratch") if baselines else ())
-        cfg = VisionConfig(dataset="embeddings", data_path=os.fspath(data_file), n_classes=n_classes, layers=L,
+        cfg = VisionConfig(dataset="embeddings", data_path=os.path.abspath(data_file), n_classes=n_classes, layers=L,
                            alpha=alpha, pretrain_epochs=pretrain_epochs, post_epochs=post_epochs, variants=variants,
                            trials=trials, val_fraction=val_fraction, gram_clusters=gram_clusters,
                            gram_linkage=gram_linkage, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))

@@ -202,6 +202,19 @@ def test_cli_other_settings_refused(emb, tmp_path):
     assert res.exit_code != 0 and "other settings" in str(res.exception)
 
 
+def test_cli_data_path_is_absolute_and_changed_data_is_refused(emb, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    args = ["reproduce", "embeddings", "--hidden", "4", "--out", str(out), "--no-gram", "--no-baselines"] + TINY
+    _invoke(args + ["--data", str(emb)])
+    n_runs = len((out / "runs.jsonl").read_text().splitlines())
+    monkeypatch.chdir(emb.parent)  # the same file named relatively: the same sweep, nothing re-run
+    _invoke(args + ["--data", "./" + emb.name])
+    assert len((out / "runs.jsonl").read_text().splitlines()) == n_runs
+    write_embeddings(emb, seed=1)  # other data under the same name
+    res = CliRunner().invoke(_cli(), args + ["--data", str(emb)])
+    assert res.exit_code != 0 and "data_sha1 differ" in str(res.exception)
+
+
 @pytest.mark.parametrize("cmd,extra,files", [
     ("two-four", ["--hidden", "4"], ["tableA5_two_four.png"]),
     ("rewiring", ["--hidden", "4", "--every", "1", "--decay", "constant"], ["rewiring.png"]),
