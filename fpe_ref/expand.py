@@ -111,6 +111,15 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
         ``W_l'`` then of ``W_{l+1}'``, each in row-major order), used as the secondary sort
         key instead of ``rng.random``. Lets another implementation (golden bundles)
         reproduce the pruning exactly without our random generator.
+
+    Notes
+    -----
+    "Non-zero" means *stored* (mask-on), here and in the ledger: the budget is the number of
+    mask-on weights of the parent, and a stored weight whose value happens to be exactly 0.0
+    counts as one and is a prune candidate like any other (with ``|w| = 0`` it goes first).
+    Trained weights are almost never exactly zero; a hand-built parent with exact zeros can
+    therefore leave the child with more non-zero *values* than the parent, never more
+    stored weights.
     """
     from .rng import as_rng
 
@@ -151,7 +160,7 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     excess = int(M1.sum() + M2.sum()) - budget  # = (alpha - 1) * nnz(W_{l+1})
     pos1, pos2 = np.argwhere(M1), np.argwhere(M2)  # (n1, 2), (n2, 2) row-major order
     mags = np.concatenate([np.abs(W1[M1]), np.abs(W2[M2])])  # same row-major order as argwhere
-    if excess > mags.size:
+    if excess > mags.size:  # cannot happen for a split of the parent's own mask; kept as a guard
         raise FPEError(f"cannot meet the budget of {budget} weights: only {mags.size} can be pruned")
     if tie_key is None:
         key = rng.random(mags.size)
