@@ -169,7 +169,7 @@ def settings_block(cfg, hiddens, extra="", schedule=None) -> str:
     if extra:
         lines.append(extra)
     if any(v.endswith("scratch") for v in cfg.variants):
-        lines.append("* `*` baselines beyond the paper: dense from scratch = the parent's architecture (same non-zero "
+        lines.append("* `†` baselines beyond the paper: dense from scratch = the parent's architecture (same non-zero "
                      "count) trained pre+post epochs without the restart; sparse mask from scratch = the random "
                      "split's exact post-split mask, freshly initialised, trained pre+post epochs (no dense "
                      "pre-training).")

@@ -32,8 +32,8 @@ LABELS = {
     "gram": "Gram split",
     "two-four": "2:4 split",
     "rewire": "random split + rewiring",
-    "dense-scratch": "dense from scratch*",
-    "sparse-scratch": "sparse mask from scratch*",
+    "dense-scratch": "dense from scratch†",
+    "sparse-scratch": "sparse mask from scratch†",
 }
 
 

@@ -106,3 +106,26 @@ def test_from_adam_and_names(rng):
     bad = RewiringAdam(params, RewireSchedule(every=1), rng, names=["b1"])
     with pytest.raises(FPEError, match="no mask"):
         bad.step(params, {"W1": np.zeros_like(W), "b1": np.zeros(4)}, {"W1": M})
+
+
+def test_rewiring_a_deep_expanded_net_with_layer_norm(rng):
+    """A.7 combined: a 5-layer net with LayerNorm, alternating expansion, then rewiring."""
+    from fpe_ref.deep import expand_alternating
+
+    X = rng.normal(size=(120, 16))
+    y = rng.integers(0, 3, size=120)
+    parent = MLP.init([16, 8, 8, 8, 8, 3], rng, layer_norm=True)
+    train(parent, X, y, TrainConfig(epochs=2, warmup="none", batch_size=40), rng)
+    child = expand_alternating(parent, 2, "random", rng).model
+    assert child.layer_norm and len(child.masks) >= 2
+    counts = {k: int(M.sum()) for k, M in child.masks.items()}
+    masks_before = {k: M.copy() for k, M in child.masks.items()}
+    opt = RewiringAdam(child.params, RewireSchedule(every=2, fraction=0.3), np.random.default_rng(5))
+    train(child, X, y, TrainConfig(epochs=2, warmup="none", batch_size=40), rng, optimizer=opt)
+    for k, M in child.masks.items():
+        assert int(M.sum()) == counts[k], k
+        assert np.all(child.params[k][~M] == 0.0), k
+        assert np.all(opt.m[k][~M] == 0.0) and np.all(opt.v[k][~M] == 0.0), k
+    assert any(not np.array_equal(child.masks[k], masks_before[k]) for k in child.masks), "nothing was rewired"
+    assert child.ledger().weights == parent.ledger().weights
+    assert all(np.all(np.isfinite(p)) for p in child.params.values())
