@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,6 +179,18 @@ def _random_split(h, d, alpha, rng, allowed=None):
     raise AssertionError("could not draw a split without empty children")  # pragma: no cover
 
 
+def _expand_random(model: MLP, layer: int, rng) -> MLP:
+    """``expand`` with alpha 2 and a random partition drawn by :func:`_random_split`.
+
+    The bundle's masks come from this module's own generator, not from
+    ``fpe_ref.splits.random_split``: a faster or otherwise changed split there must not
+    change the bundle (it did once; the bundle is an input to other implementations).
+    """
+    h, d = model.params[f"W{layer}"].shape
+    S = _random_split(h, d, 2, rng, model.masks.get(f"W{layer}"))
+    return expand(model, 2, S, rng, layer=layer).model
+
+
 def build_inputs(case: Case) -> dict:
     """The case's inputs (float64 arrays), drawn from ``stream(SEED, "golden", case.name)``."""
     cfg = case.config
@@ -188,7 +201,7 @@ def build_inputs(case: Case) -> dict:
         _randomize_non_weights(model, rng)
         if cfg["expanded"]:
             for layer in ((1,) if cfg["hidden_layers"] == 1 else (1, 3)):
-                model = expand(model, 2, "random", rng, layer=layer).model
+                model = _expand_random(model, layer, rng)
         X = rng.normal(size=(cfg["n"], sizes[0]))
         y = rng.integers(0, max(2, sizes[-1]), size=cfg["n"])
         return {"X": X, "y": y.astype(np.float64), **_model_inputs(model)}
@@ -228,7 +241,7 @@ def build_inputs(case: Case) -> dict:
         model = MLP.init(sizes, rng, layer_norm=cfg["layer_norm"])
         _randomize_non_weights(model, rng)
         if cfg["expanded"]:
-            model = expand(model, 2, "random", rng, layer=1).model
+            model = _expand_random(model, 1, rng)
         steps, B = cfg["steps"], cfg["batch_size"]
         X = rng.normal(size=(steps, B, sizes[0]))
         y = rng.integers(0, max(2, sizes[-1]), size=(steps, B))
@@ -419,13 +432,17 @@ def _sha256(a) -> str:
 def _write_npz(path, arrays: dict):
     """An .npz ``np.load`` reads, written byte-for-byte reproducibly (sorted names, fixed timestamps)."""
     tmp = f"{path}.tmp"
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name in sorted(arrays):
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.array(arrays[name], dtype="<f8", order="C"), allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name in sorted(arrays):
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.array(arrays[name], dtype="<f8", order="C"), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
 
 
 def _tolerances(section, name):
@@ -445,7 +462,10 @@ def export_bundle(out_dir, *, force=False) -> dict:
     existing = [n for n in (NPZ_NAME, MANIFEST_NAME) if os.path.exists(os.path.join(out_dir, n))]
     if existing and not force:
         raise FPEError(f"{out_dir} already holds a bundle ({', '.join(existing)}); pass --force to overwrite")
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise FPEError(f"cannot create the bundle directory {out_dir}: {exc}") from exc
     arrays, tensors, cases = {}, {}, {}
     for case in canonical_cases():
         inputs = {k: np.array(v, dtype=np.float64, order="C") for k, v in build_inputs(case).items()}
@@ -477,10 +497,13 @@ def export_bundle(out_dir, *, force=False) -> dict:
         "cases": cases,
         "tensors": tensors,
     }
-    _write_npz(os.path.join(out_dir, NPZ_NAME), arrays)
-    with open(os.path.join(out_dir, MANIFEST_NAME), "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=False)
-        f.write("\n")
+    try:
+        _write_npz(os.path.join(out_dir, NPZ_NAME), arrays)
+        with open(os.path.join(out_dir, MANIFEST_NAME), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=False)
+            f.write("\n")
+    except OSError as exc:
+        raise FPEError(f"cannot write the bundle into {out_dir}: {exc}") from exc
     return manifest
 
 
@@ -496,15 +519,44 @@ def load_bundle(bundle_dir):
             manifest = json.load(f)
     except (OSError, json.JSONDecodeError) as exc:
         raise FPEError(f"cannot read {mpath}: {exc}") from exc
+    if not isinstance(manifest, dict):
+        raise FPEError(f"{mpath} holds a JSON {type(manifest).__name__}, not a golden manifest object")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise FPEError(f"{mpath} has golden format version {manifest.get('format_version')}, "
                        f"this fpe-ref reads {FORMAT_VERSION}")
+    _check_manifest(manifest, mpath)
     try:
         with np.load(apath, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise FPEError(f"cannot read {apath}: {exc}") from exc
     return manifest, arrays
+
+
+def _check_manifest(manifest: dict, mpath) -> None:
+    """FPEError naming the first malformed part of a manifest (cases, tensors, shapes, tolerances)."""
+    for field in ("cases", "tensors"):
+        if not isinstance(manifest.get(field), dict) or not manifest[field]:
+            raise FPEError(f"{mpath}: '{field}' is missing or not a non-empty object")
+    for name, cfg in manifest["cases"].items():
+        if not isinstance(cfg, dict):
+            raise FPEError(f"{mpath}: case {name!r} is not an object")
+    for name, e in manifest["tensors"].items():
+        if not isinstance(e, dict) or e.get("role") not in ("input", "expected"):
+            raise FPEError(f"{mpath}: tensor {name!r} needs a role 'input' or 'expected'")
+        if name.rsplit("/", 1)[0] not in manifest["cases"] and not any(name.startswith(c + "/") for c in manifest["cases"]):
+            raise FPEError(f"{mpath}: tensor {name!r} belongs to no case of the manifest")
+        shape = e.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise FPEError(f"{mpath}: tensor {name!r} has shape {shape!r}, expected a list of sizes")
+        if not isinstance(e.get("sha256"), str):
+            raise FPEError(f"{mpath}: tensor {name!r} has no sha256")
+        if e["role"] == "expected":
+            tol = e.get("tol")
+            for dt in DTYPES:
+                v = tol.get(dt) if isinstance(tol, dict) else None
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):
+                    raise FPEError(f"{mpath}: tensor {name!r} has tolerance {v!r} for {dt}, expected a number >= 0")
 
 
 # ================================================================ check
@@ -627,9 +679,17 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
         wanted = [k for k in names if tensors[k]["role"] == "expected" and (only is None or only in k)]
         if not wanted:
             continue
-        bad_input = [k for k in names if tensors[k]["role"] == "input" and _sha256(arrays[k]) != tensors[k]["sha256"]]
+        bad_input = [k for k in names if tensors[k]["role"] == "input"
+                     and (list(arrays[k].shape) != tensors[k]["shape"] or _sha256(arrays[k]) != tensors[k]["sha256"])]
         inputs = {k[len(prefix):]: arrays[k] for k in names if tensors[k]["role"] == "input"}
-        got = compute(cfg, inputs)
+        failure = None
+        if bad_input:  # never feed a corrupted input (NaN, wrong shape) to an implementation
+            got = {}
+        else:
+            try:
+                got = compute(cfg, inputs)
+            except Exception as exc:  # noqa: BLE001 - any failure of the checked implementation is a FAIL row
+                got, failure = {}, f"the implementation raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         for k in wanted:
             tol = 0.0 if exact else float(tensors[k]["tol"][dtype])
             row = _compare(k, got.get(k[len(prefix):]), arrays[k], tol)
@@ -639,7 +699,9 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
                     "stored tensor differs from the manifest's SHA-256 (corrupted bundle)"
             if bad_input:
                 row.ok = False
-                row.note = (row.note + "; " if row.note else "") + f"corrupted input {bad_input[0]}"
+                row.note = f"corrupted input {bad_input[0]} (SHA-256 or shape differs from the manifest): not computed"
+            elif failure:
+                row.note = failure
             rows.append(row)
     if not rows:
         raise FPEError(f"no expected tensor of the bundle matches --only {only!r}")

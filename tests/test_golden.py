@@ -170,12 +170,58 @@ def test_corrupted_input_fails_its_case(bundle, tmp_path):
     assert all("corrupted input metrics/dense/W1" in r.note for r in report.failed)
 
 
+def _edit_manifest(d, change):
+    m = json.loads((d / golden.MANIFEST_NAME).read_text())
+    change(m)
+    (d / golden.MANIFEST_NAME).write_text(json.dumps(m))
+
+
+def _first(manifest, role):
+    return next(e for e in manifest["tensors"].values() if e["role"] == role)
+
+
+@pytest.mark.parametrize("value", [np.nan, "shape"])
+def test_nan_or_misshapen_input_is_not_computed_on(bundle, tmp_path, value):
+    d = tmp_path / "bad_input"
+    shutil.copytree(bundle, d)
+    arrays = arrays_of(d)
+    name = "forward/h1_bce_noln_dense/X"
+    arrays[name] = arrays[name][:, :-1] if value == "shape" else np.where(arrays[name] > 0, np.nan, arrays[name])
+    rewrite(d, arrays)
+    report = golden.check_bundle(d, "numpy")
+    assert report.failed and all(r.name.startswith("forward/h1_bce_noln_dense/") for r in report.failed)
+    assert all(f"corrupted input {name}" in r.note and "not computed" in r.note for r in report.failed)
+
+
+def test_an_implementation_that_raises_gives_fail_rows(bundle, monkeypatch):
+    def broken(cfg, inputs, dtype="float64"):
+        raise RuntimeError("kernel launch failed\nsecond line")
+
+    monkeypatch.setattr(golden, "compute_numpy", broken)
+    report = golden.check_bundle(bundle, "numpy", only="metrics/")
+    assert report.rows and len(report.failed) == len(report.rows)
+    assert all(r.note == "the implementation raised RuntimeError: kernel launch failed" for r in report.failed)
+
+
+def test_export_into_an_impossible_place_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FPEError, match="cannot create the bundle directory") as exc:
+        golden.export_bundle(tmp_path / "file" / "bundle")
+    assert "\n" not in str(exc.value)
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: (d / golden.MANIFEST_NAME).unlink(), "not a golden bundle"),
     (lambda d: (d / golden.MANIFEST_NAME).write_text(
         (d / golden.MANIFEST_NAME).read_text().replace('"format_version": 1', '"format_version": 99')),
      "format version 99"),
     (lambda d: (d / golden.NPZ_NAME).write_bytes(b"not a zip"), "cannot read"),
+    (lambda d: (d / golden.MANIFEST_NAME).write_text("[1, 2]"), "JSON list, not a golden manifest"),
+    (lambda d: _edit_manifest(d, lambda m: m.pop("tensors")), "'tensors' is missing"),
+    (lambda d: _edit_manifest(d, lambda m: m.pop("cases")), "'cases' is missing"),
+    (lambda d: _edit_manifest(d, lambda m: _first(m, "expected")["tol"].update(float32="big")),
+     "tolerance 'big' for float32"),
+    (lambda d: _edit_manifest(d, lambda m: _first(m, "input").update(shape="3x4")), "shape '3x4'"),
 ])
 def test_bad_bundles_raise_one_line_errors(bundle, tmp_path, mutate, match):
     d = tmp_path / "b"
@@ -232,3 +278,20 @@ def test_torch_check_passes_on_cpu(bundle, dtype):
     result = invoke("check", str(bundle), "--impl", "torch", "--device", "cpu", "--dtype", dtype)
     assert result.exit_code == 0, result.output
     assert "impl torch" in result.output and "passed:" in result.output and "FAIL" not in result.output
+
+
+def test_committed_bundle_is_what_this_code_exports(bundle):
+    """results/parity/bundle is regenerated, not stale: same inputs bit for bit, expected within the check.
+
+    The FPE masks of the bundle once came from ``splits.random_split``; when that function
+    was vectorised, a fresh export silently differed from the committed one.
+    """
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "parity" / "bundle"
+    old = json.loads((committed / golden.MANIFEST_NAME).read_text())["tensors"]
+    new = json.loads((bundle / golden.MANIFEST_NAME).read_text())["tensors"]
+    assert sorted(old) == sorted(new)
+    inputs = [k for k, e in new.items() if e["role"] == "input"]
+    assert inputs and [k for k in inputs if old[k]["sha256"] != new[k]["sha256"]] == []
+    assert not golden.check_bundle(committed, "numpy").failed
