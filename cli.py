@@ -5,6 +5,7 @@ Bad input raises ``fpe_ref.errors.FPEError``; ``main`` prints it as one line and
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -130,9 +131,6 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
 
 
 def _case_study_outputs(cfg, summary, groups, out_dir):
-    import json
-    import os
-
     from fpe_ref import plots
     from fpe_ref.case_study import VARIANTS, load_finished
     from fpe_ref.mlp import MLP
@@ -169,14 +167,17 @@ def _case_study_outputs(cfg, summary, groups, out_dir):
 
 # ---------------------------------------------------------------- fpe bench
 @fpe.command("bench")
-@click.option("--quick", is_flag=True, help="Fewer repetitions and a 100 + 100-epoch case study (about a minute).")
+@click.option("--quick", is_flag=True,
+              help="Fewer repetitions and a 100 + 100-epoch case study (several minutes on 2 shared cores, "
+                   "most of it the PyTorch loop; add --no-torch to skip it). Writes to results/bench-quick.")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
 @click.option("--dtype", "dtypes", type=click.Choice(["float32", "float64"]), multiple=True,
               help="Only these dtypes (repeatable; default both).")
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch even when it is installed.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="results/bench", show_default=True,
-              help="Directory for bench.json.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory for bench.json (default results/bench; --quick: results/bench-quick, so a quick "
+                   "run never replaces the committed full one).")
 def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     """ms per training step: dense parent vs FPE (alpha 2, 4, 8) masked-dense NumPy vs sparse numba.
 
@@ -194,6 +195,11 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     if dtypes:
         kw["dtypes"] = tuple(dtypes)
     cfg = BenchConfig.make(quick=quick, **kw)
+    out_dir = out_dir or ("results/bench-quick" if quick else "results/bench")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load >= (os.cpu_count() or 1):
+        click.echo(f"warning: load average {load:.1f} >= {os.cpu_count()} cores: other jobs share the CPU, so the "
+                   "timings below are indicative only (consider --threads 1)", err=True)
     rec = run_bench(cfg, out_dir, log=click.echo)
     env = rec["environment_before"]
     click.echo("")

@@ -37,13 +37,12 @@ from __future__ import annotations
 
 import functools
 import glob
-import json
 import os
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trial
+from .case_study import CaseStudyConfig, make_data, run_trial
 from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
 from .errors import FPEError, check_positive_ints
 from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep

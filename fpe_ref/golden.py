@@ -535,9 +535,9 @@ def load_bundle(bundle_dir):
 
 def _check_manifest(manifest: dict, mpath) -> None:
     """FPEError naming the first malformed part of a manifest (cases, tensors, shapes, tolerances)."""
-    for field in ("cases", "tensors"):
-        if not isinstance(manifest.get(field), dict) or not manifest[field]:
-            raise FPEError(f"{mpath}: '{field}' is missing or not a non-empty object")
+    for part in ("cases", "tensors"):
+        if not isinstance(manifest.get(part), dict) or not manifest[part]:
+            raise FPEError(f"{mpath}: '{part}' is missing or not a non-empty object")
     for name, cfg in manifest["cases"].items():
         if not isinstance(cfg, dict):
             raise FPEError(f"{mpath}: case {name!r} is not an object")

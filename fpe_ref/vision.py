@@ -59,7 +59,6 @@ from .deep import expand_alternating
 from .errors import FPEError, check_positive_ints
 from .metrics import mean_cosine
 from .mlp import MLP
-from .optim import Adam
 from .rewire import RewireSchedule, RewiringAdam
 from .rng import stream
 from .splits import check_alpha

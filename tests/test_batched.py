@@ -4,14 +4,13 @@ study trained in batches against trial by trial; ``fpe bench`` on a tiny configu
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from fpe_ref import kernels as K
-from fpe_ref.batched import FusedTrainer, train_batched
+from fpe_ref.batched import train_batched
 from fpe_ref.errors import FPEError
 from fpe_ref.expand import carry_optimizer, expand
 from fpe_ref.mlp import MLP

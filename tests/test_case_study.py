@@ -4,11 +4,9 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 from click.testing import CliRunner
 
 from cli import fpe
-from fpe_ref.errors import FPEError
 
 TINY = ["--trials", "2", "--dense-epochs", "3", "--fpe-epochs", "3", "--n-samples", "400", "--batch-size", "100"]
 

@@ -25,7 +25,6 @@ from fpe_ref.sweep import (
     canonical,
     local_executor,
     run_id,
-    run_sweep,
     strip_timing,
 )
 
