@@ -298,6 +298,10 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
         raise FPEError(f"train_batched needs one rng per model: {len(models)} models, {len(rngs)} rngs")
     if len({id(r) for r in rngs}) != len(rngs):
         raise FPEError("train_batched needs a distinct rng object per model (each model shuffles with its own stream)")
+    bad = [i for i, r in enumerate(rngs) if not isinstance(r, np.random.Generator)]
+    if bad:
+        raise FPEError(f"train_batched needs numpy Generators as rngs; rngs[{bad[0]}] is {type(rngs[bad[0]]).__name__} "
+                       "(use fpe_ref.rng.stream(seed, ...) or np.random.default_rng(seed))")
     optimizers = [None] * len(models) if optimizers is None else list(optimizers)
     if len(optimizers) != len(models):
         raise FPEError(f"train_batched: {len(models)} models but {len(optimizers)} optimizers")
@@ -312,10 +316,13 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
                 for m, r, o in zip(models, rngs, optimizers)]
     X = np.asarray(X)
     y = np.asarray(y)
-    for m, o in zip(models, optimizers):
+    for i, (m, o) in enumerate(zip(models, optimizers)):
         why = numba_unsupported(m, cfg, o)
         if why is not None:
             raise FPEError(why)
+        nonfinite = [k for k, p in m.params.items() if not np.all(np.isfinite(p))]
+        if nonfinite:  # before training, so it is not reported as divergence
+            raise FPEError(f"model {i}: parameter {nonfinite[0]} contains NaN or inf before training")
         check_data(X, y, m)
         if X_test is not None:
             check_data(np.asarray(X_test), np.asarray(y_test), m, "test")

@@ -150,6 +150,12 @@ def test_bad_arguments():
         train_batched(models[:1], X, y, cfg, [r], storage="csr")
     with pytest.raises(FPEError, match="inputs have shape"):
         train_batched(models[:1], X[:, :5], y, cfg, [r])
+    with pytest.raises(FPEError, match=r"rngs\[1\] is int"):
+        train_batched(models[:2], X, y, cfg, [r, 5])
+    broken = models[0].copy()
+    broken.params["b1"][0] = np.nan
+    with pytest.raises(FPEError, match="model 0: parameter b1 contains NaN or inf before training"):
+        train_batched([broken], X, y, cfg, [r])
     assert train_batched([], X, y, cfg, []) == []
 
 

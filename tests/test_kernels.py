@@ -125,6 +125,32 @@ def test_forward(case, dtype):
     assert K.linear_forward_t(S, XT, b, out=out) is out
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_random_shapes_all_three_products(seed):
+    """Random (out, in, n, density, dtype): compiled == NumPy twin, and both ~ the dense expressions."""
+    rng = np.random.default_rng([7, seed])
+    out, d, n = (int(v) for v in rng.integers(1, 40, size=3))
+    dtype = DTYPES[seed % 2]
+    M = rng.random((out, d)) < rng.uniform(0.05, 1.0)
+    W = rng.standard_normal((out, d)).astype(dtype)
+    X = rng.standard_normal((n, d)).astype(dtype)
+    dY = rng.standard_normal((n, out)).astype(dtype)
+    b = rng.standard_normal(out).astype(dtype)
+    S = K.from_dense(W, M)
+    XT, dYT = np.ascontiguousarray(X.T), np.ascontiguousarray(dY.T)
+    Wm = W * M
+    Y = K.linear_forward_t(S, XT, b)
+    np.testing.assert_array_equal(Y, K.linear_forward_t(S, XT, b, impl="numpy"))
+    assert_scaled_close(Y.T, X @ Wm.T + b, np.abs(X) @ np.abs(Wm).T + np.abs(b), dtype, "forward")
+    dX = K.linear_input_grad_t(S, dYT)
+    np.testing.assert_array_equal(dX, K.linear_input_grad_t(S, dYT, impl="numpy"))
+    assert_scaled_close(dX.T, dY @ Wm, np.abs(dY) @ np.abs(Wm), dtype, "input grad")
+    scale = (np.abs(dY).T @ np.abs(X))[M]
+    for order in ("row", "col"):
+        assert_scaled_close(K.linear_weight_grad_t(S, XT, dYT, order=order), (dY.T @ X)[M], scale, dtype,
+                            f"weight grad ({order})")
+
+
 @pytest.mark.parametrize("tiles", [(1, 1), (3, 4), (5, 16), (100, 7)])
 @pytest.mark.parametrize("case", ["fpe-alpha4-d64", "ragged", "empty-rows"])
 def test_forward_tiling_changes_no_bits(case, tiles):
