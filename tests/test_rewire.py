@@ -75,6 +75,16 @@ def test_schedule_bad_input(kwargs, msg):
         RewireSchedule(**kwargs)
 
 
+def assert_rewired(child, parent, opt, counts, masks_before):
+    """Per matrix: count unchanged, masked weights and Adam moments exactly 0; some mask moved."""
+    for k, M in child.masks.items():
+        assert int(M.sum()) == counts[k], k
+        assert np.all(child.params[k][~M] == 0.0), k
+        assert np.all(opt.m[k][~M] == 0.0) and np.all(opt.v[k][~M] == 0.0), k
+    assert any(not np.array_equal(child.masks[k], masks_before[k]) for k in child.masks), "nothing was rewired"
+    assert child.ledger().weights == parent.ledger().weights
+
+
 def test_training_with_rewiring_holds_count_per_layer(rng):
     X = rng.normal(size=(200, 12))
     y = rng.integers(0, 4, size=200)
@@ -86,12 +96,7 @@ def test_training_with_rewiring_holds_count_per_layer(rng):
     masks_before = {k: M.copy() for k, M in child.masks.items()}
     train(child, X, y, TrainConfig(epochs=3, warmup="none", batch_size=50), rng, optimizer=opt)
     assert opt.t == 12 and [e["step"] for e in opt.log if e["name"] == "W1"] == [3, 6, 9, 12]
-    for k, M in child.masks.items():
-        assert int(M.sum()) == counts[k], k
-        assert np.all(child.params[k][~M] == 0.0), k
-        assert np.all(opt.m[k][~M] == 0.0) and np.all(opt.v[k][~M] == 0.0), k
-    assert any(not np.array_equal(child.masks[k], masks_before[k]) for k in child.masks), "nothing was rewired"
-    assert child.ledger().weights == parent.ledger().weights
+    assert_rewired(child, parent, opt, counts, masks_before)
 
 
 def test_from_adam_and_names(rng):
@@ -122,10 +127,5 @@ def test_rewiring_a_deep_expanded_net_with_layer_norm(rng):
     masks_before = {k: M.copy() for k, M in child.masks.items()}
     opt = RewiringAdam(child.params, RewireSchedule(every=2, fraction=0.3), np.random.default_rng(5))
     train(child, X, y, TrainConfig(epochs=2, warmup="none", batch_size=40), rng, optimizer=opt)
-    for k, M in child.masks.items():
-        assert int(M.sum()) == counts[k], k
-        assert np.all(child.params[k][~M] == 0.0), k
-        assert np.all(opt.m[k][~M] == 0.0) and np.all(opt.v[k][~M] == 0.0), k
-    assert any(not np.array_equal(child.masks[k], masks_before[k]) for k in child.masks), "nothing was rewired"
-    assert child.ledger().weights == parent.ledger().weights
+    assert_rewired(child, parent, opt, counts, masks_before)
     assert all(np.all(np.isfinite(p)) for p in child.params.values())
