@@ -36,7 +36,8 @@ Backends
     not stored, so they cannot become non-zero, and each product costs what its stored
     weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
     re-sparsified second layer of a wide expansion) is multiplied instead as a dense mirror
-    with BLAS, which beats the sparse kernels there (:func:`storage_plan`). Small models run
+    with BLAS, which beats the sparse kernels there, but only while BLAS runs one thread
+    (:func:`storage_plan`, :func:`blas_threads`). Small models run
     one per thread (a pool of Python threads; the kernels release the GIL) with serial
     products; a large model (or fewer large models than threads) runs its products in
     parallel instead (:func:`kernel_plan`). Each model is trained by one chunk of epochs per
@@ -233,14 +234,37 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     if storage not in ("auto", "sparse", "dense"):
         raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
     d, h, C = group.sizes
+    blas_ok = blas_threads() == 1
     out = []
     for l, size in ((1, h * d), (2, C * h)):
         if storage != "auto":
             out.append(storage == "dense")
             continue
         density = max(r[l - 1][0].shape[0] for r in group.rows) / size
-        out.append(bool(density >= _DENSE_DENSITY and size >= _DENSE_MIN_SIZE))
+        out.append(bool(blas_ok and density >= _DENSE_DENSITY and size >= _DENSE_MIN_SIZE))
     return tuple(out)
+
+
+def blas_threads() -> int | None:
+    """Threads NumPy's BLAS would use (threadpoolctl when installed, else the usual variables).
+
+    ``None`` when it cannot be told. The dense mirrors call BLAS from inside numba's parallel
+    loops; a multi-threaded BLAS there oversubscribes the cores and was measured 15-25x slower
+    than the sparse kernels (FashionMNIST [784, 8, 10], 2 cores), so ``"auto"`` uses them only
+    when BLAS is known to run one thread (``fpe bench`` sets that through threadpoolctl;
+    ``OPENBLAS_NUM_THREADS=1`` does it for any command).
+    """
+    import os
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+            if os.environ.get(name, "").strip().isdigit():
+                return int(os.environ[name])
+        return None
+    counts = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def _mirrors(group: _Group, dense) -> tuple:

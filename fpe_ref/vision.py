@@ -66,7 +66,11 @@ from .sweep import STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from .train import TrainConfig, TrialSummary, train
 
 KIND = "vision"
-TRAINER = "numpy-reference"  # fpe_ref.train.train
+TRAINER = "numpy-reference"  # fpe_ref.train.train, backend "numpy" (the default)
+# trainer name -> train() backend. "numba-v1": the fused numba step (fpe_ref.batched) for every
+# model it supports (one hidden layer, no LayerNorm, plain Adam); the others (deep nets,
+# rewiring) still train with NumPy. Equal to the reference to rounding, so part of the key.
+TRAINERS = {TRAINER: "numpy", "numba-v1": "numba"}
 SPLIT_VARIANTS = ("random", "gram", "two-four", "rewire")
 SCRATCH_VARIANTS = ("dense-scratch", "sparse-scratch")
 VARIANT_KINDS = ("dense",) + SPLIT_VARIANTS + SCRATCH_VARIANTS
@@ -107,6 +111,8 @@ class VisionConfig:
     trainer: str = TRAINER  # which implementation trains (part of the run key)
 
     def __post_init__(self):
+        if self.trainer not in TRAINERS:
+            raise FPEError(f"trainer must be one of {tuple(TRAINERS)}, got {self.trainer!r}")
         if self.dataset not in DATASETS:
             raise FPEError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset == "embeddings" and not self.data_path:
@@ -301,6 +307,16 @@ def _schedule(cfg: VisionConfig, n_train: int) -> RewireSchedule:
     return RewireSchedule(every=cfg.rewire_every, fraction=cfg.rewire_fraction, decay=cfg.rewire_decay, end=end)
 
 
+def _backend(cfg: VisionConfig, model: MLP, optimizer) -> str:
+    """``train``'s backend for ``model`` under ``cfg.trainer`` (numba only where it applies)."""
+    from .batched import numba_unsupported
+
+    backend = TRAINERS[cfg.trainer]
+    if backend == "numba" and numba_unsupported(model, cfg.train, optimizer) is not None:
+        return "numpy"
+    return backend
+
+
 def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> dict:
     """One hidden size x one trial: the parent and every variant of ``cfg.variants`` (module docstring)."""
     data = data if data is not None else data_for(cfg)
@@ -316,7 +332,7 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
 
     parent = MLP.init(sizes, stream(cfg.seed, "init", *tag), layer_norm=ln, dtype=dtype)
     _, hist_p = train(parent, X_tr, y_tr, _phase(cfg, cfg.pretrain_epochs), stream(cfg.seed, "shuffle", *tag, "parent"),
-                      X_test=X_te, y_test=y_te)
+                      X_test=X_te, y_test=y_te, backend=_backend(cfg, parent, None))
     rec = {"parent": describe(parent, data, hist_p), "models": {}}
     random_child = None
     for v in cfg.variants:
@@ -360,7 +376,7 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
             epochs = cfg.pretrain_epochs + cfg.post_epochs
         nnz0 = model.ledger().weights
         _, hist = train(model, X_tr, y_tr, _phase(cfg, epochs), stream(cfg.seed, "shuffle", *tag, sv),
-                        X_test=X_te, y_test=y_te, optimizer=opt)
+                        X_test=X_te, y_test=y_te, optimizer=opt, backend=_backend(cfg, model, opt))
         if model.ledger().weights != nnz0:
             raise AssertionError(f"{v}: the non-zero count changed during training: {nnz0} -> {model.ledger().weights}")
         out = describe(model, data, hist)
@@ -398,8 +414,8 @@ def code_version() -> str:
 
 def vision_run(key: dict) -> dict:
     """The per-run function shipped to the sweep workers (``sweep.run_sweep``)."""
-    if key.get("trainer") != TRAINER:
-        raise FPEError(f"this fpe-ref trains with {TRAINER!r}, the run asks for {key.get('trainer')!r}")
+    if key.get("trainer") not in TRAINERS:
+        raise FPEError(f"this fpe-ref trains with {tuple(TRAINERS)}, the run asks for {key.get('trainer')!r}")
     cfg = config_of(key)
     rec = run_one(cfg, key["hidden"], key["trial"])
     rec["code"] = code_version()

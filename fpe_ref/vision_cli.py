@@ -54,6 +54,10 @@ run_opts = _opts(
                  help="Arithmetic of data and model."),
     click.option("--seed", type=int, default=0, show_default=True,
                  help="The one seed every random stream (validation split, init, shuffling, splits) derives from."),
+    click.option("--trainer", type=click.Choice(["numpy", "numba"]), default="numpy", show_default=True,
+                 help="numpy: the reference training loop; numba: the fused compiled step for one-hidden-layer "
+                      "models without LayerNorm or rewiring (equal to numpy to rounding; the others still train "
+                      "with numpy). Part of the run key: the two never mix in one store."),
 )
 
 split_opts = _opts(
@@ -110,6 +114,13 @@ def _class_names(cfg):
 
         return FASHION_MNIST_CLASSES
     return None
+
+
+def _trainer_key(trainer: str) -> str:
+    """--trainer -> the versioned name stored in the run key (fpe_ref.vision.TRAINERS)."""
+    from .vision import TRAINER
+
+    return {"numpy": TRAINER, "numba": "numba-v1"}[trainer]
 
 
 def _post_epochs(post_epochs, pretrain_epochs):
@@ -221,7 +232,7 @@ def commands():
     @run_opts
     def fashion_mnist(hidden, trials, pretrain_epochs, post_epochs, baselines, quick, out_dir, data_file, data_dir,
                       n_classes, alpha, gram_clusters, gram_linkage, lr, batch_size, l1, l2, jobs, val_fraction,
-                      dtype, seed):
+                      dtype, seed, trainer):
         """Figure 5a: FashionMNIST, dense vs random-split vs Gram-split FPE over the hidden size.
 
         Raw flattened pixels scaled to [0, 1] (784 inputs, 10 classes, softmax
@@ -243,9 +254,10 @@ def commands():
         if quick:
             hidden = hidden or (4, 8)
         variants = ("dense", "random", "gram") + (("dense-scratch", "sparse-scratch") if baselines else ())
-        cfg = VisionConfig(dataset="fashion-mnist", data_path=os.path.abspath(data_dir) if data_dir else None, alpha=alpha, pretrain_epochs=pretrain_epochs,
-                           post_epochs=post_epochs, variants=variants, trials=trials, val_fraction=val_fraction,
-                           gram_clusters=gram_clusters, gram_linkage=gram_linkage, dtype=dtype, seed=seed,
+        cfg = VisionConfig(dataset="fashion-mnist", data_path=os.path.abspath(data_dir) if data_dir else None,
+                           alpha=alpha, pretrain_epochs=pretrain_epochs, post_epochs=post_epochs, variants=variants,
+                           trials=trials, val_fraction=val_fraction, gram_clusters=gram_clusters,
+                           gram_linkage=gram_linkage, dtype=dtype, seed=seed, trainer=_trainer_key(trainer),
                            train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (4, 8, 16, 32))
         out_dir = out_dir or ("results/fashion_mnist-quick" if quick else "results/fashion_mnist")
@@ -281,7 +293,7 @@ def commands():
     @run_opts
     def embeddings(data_file, n_classes, layers, hidden, trials, pretrain_epochs, post_epochs, gram, baselines,
                    out_dir, alpha, gram_clusters, gram_linkage, lr, batch_size, l1, l2, jobs, val_fraction, dtype,
-                   seed):
+                   seed, trainer):
         """Figure 5b-d and Tables A3/A4: FPE on precomputed (CLIP) embeddings, single-layer or deep.
 
         Same workflow as fashion-mnist on the embedding file's train/test split. With
@@ -297,7 +309,8 @@ def commands():
         cfg = VisionConfig(dataset="embeddings", data_path=os.path.abspath(data_file), n_classes=n_classes, layers=L,
                            alpha=alpha, pretrain_epochs=pretrain_epochs, post_epochs=post_epochs, variants=variants,
                            trials=trials, val_fraction=val_fraction, gram_clusters=gram_clusters,
-                           gram_linkage=gram_linkage, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+                           gram_linkage=gram_linkage, dtype=dtype, seed=seed,
+                           trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (8, 16, 32, 64) if L == 2 else (4, 8, 12, 16))
         stem = os.path.splitext(os.path.basename(os.path.normpath(data_file)))[0]
         out_dir = out_dir or os.path.join("results", "embeddings", f"{stem}-L{L}")
@@ -318,7 +331,7 @@ def commands():
     @train_opts
     @run_opts
     def two_four(hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, data_dir, n_classes, lr,
-                 batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+                 batch_size, l1, l2, jobs, val_fraction, dtype, seed, trainer):
         """Table A5: 2:4 structured-sparsity FPE vs random-split FPE vs dense (alpha = 2).
 
         The 2:4 split gives, in every block of four consecutive inputs of a parent, two to
@@ -329,7 +342,7 @@ def commands():
         pe = pretrain_epochs if pretrain_epochs is not None else (20 if ds["dataset"] == "fashion-mnist" else 25)
         cfg = VisionConfig(**ds, alpha=2, pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense", "two-four", "random"), trials=trials, val_fraction=val_fraction,
-                           dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+                           dtype=dtype, seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (8,))
         out_dir = out_dir or f"results/two_four_{_data_tag(ds)}"
         recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "two-four")
@@ -357,7 +370,7 @@ def commands():
     @train_opts
     @run_opts
     def rewiring(hidden, trials, pretrain_epochs, post_epochs, every, fraction, decay, end, out_dir, data_file,
-                 data_dir, n_classes, alpha, lr, batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+                 data_dir, n_classes, alpha, lr, batch_size, l1, l2, jobs, val_fraction, dtype, seed, trainer):
         """A.7 dynamic rewiring: one-shot random FPE vs random FPE + rewiring vs dense.
 
         After the split, every --every optimizer steps each masked matrix unmasks a random
@@ -371,7 +384,7 @@ def commands():
         cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense", "random", "rewire"), trials=trials, val_fraction=val_fraction,
                            rewire_every=every, rewire_fraction=fraction, rewire_decay=decay, rewire_end=end,
-                           dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+                           dtype=dtype, seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (4, 8, 16))
         out_dir = out_dir or f"results/rewiring_{_data_tag(ds)}"
         recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "rewiring")
@@ -391,7 +404,7 @@ def commands():
     @train_opts
     @run_opts
     def alpha_cmd(alphas, hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, data_dir, n_classes, lr,
-                  batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+                  batch_size, l1, l2, jobs, val_fraction, dtype, seed, trainer):
         """Figure 6d: relative improvement of random-split FPE vs neurons for alpha in {2, 4, 8}.
 
         Every alpha splits the same trained parent of a (hidden, trial), so the comparison
@@ -402,7 +415,8 @@ def commands():
         al = sorted(dict.fromkeys(alphas or (2, 4, 8)))
         cfg = VisionConfig(**ds, alpha=al[0], pretrain_epochs=pe, post_epochs=_post_epochs(post_epochs, pe),
                            variants=("dense",) + tuple(f"random@{a}" for a in al), trials=trials,
-                           val_fraction=val_fraction, dtype=dtype, seed=seed, train=_train(lr, batch_size, l1, l2))
+                           val_fraction=val_fraction, dtype=dtype, seed=seed,
+                           trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
         hs = _hidden(hidden, (4, 8, 16, 32))
         out_dir = out_dir or f"results/alpha_{_data_tag(ds)}"
         recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "alpha")
@@ -423,7 +437,7 @@ def commands():
     @train_opts
     @run_opts
     def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, data_dir, n_classes, alpha, lr,
-                        batch_size, l1, l2, jobs, val_fraction, dtype, seed):
+                        batch_size, l1, l2, jobs, val_fraction, dtype, seed, trainer):
         """Figure 6b: training curves of dense and random-split FPE for several split times.
 
         For each split epoch P the dense parent trains P epochs, then the dense baseline
@@ -442,7 +456,7 @@ def commands():
         for p in splits_at:
             cfg = VisionConfig(**ds, alpha=alpha, pretrain_epochs=p, post_epochs=total_epochs - p,
                                variants=("dense", "random"), trials=trials, val_fraction=val_fraction, dtype=dtype,
-                               seed=seed, train=_train(lr, batch_size, l1, l2))
+                               seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
             cfgs.append(cfg)
             recs = run_sweep_cmd(cfg, [hidden], os.path.join(out_dir, f"split_at_{p}"), jobs, f"split at {p}")
             s = summarize(recs, cfg.variants)[hidden]

@@ -274,3 +274,30 @@ def test_bench_command_is_registered():
 
     result = CliRunner().invoke(fpe, ["bench", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
+
+
+@pytest.mark.parametrize("threads,expect", [(1, (True, False)), (2, (False, False)), (None, (False, False))])
+def test_auto_storage_uses_blas_mirrors_only_with_single_threaded_blas(monkeypatch, threads, expect):
+    """A multi-threaded BLAS called inside numba's parallel loops oversubscribes the cores."""
+    from fpe_ref import batched
+
+    monkeypatch.setattr(batched, "blas_threads", lambda: threads)
+    rng = np.random.default_rng(0)
+    parent = MLP.init([256, 16, 10], rng)  # W1: 4096 entries, dense -> a mirror when BLAS allows it
+    X, y = rng.standard_normal((64, 256)), rng.integers(0, 10, 64)
+    trainer = batched.FusedTrainer([parent], X, y, TrainConfig(epochs=1, batch_size=32), None, None, [None],
+                                   "auto", "auto")
+    assert tuple(trainer.dense[0]) == expect
+
+
+def test_blas_threads_reads_the_environment_without_threadpoolctl(monkeypatch):
+    import sys
+
+    from fpe_ref import batched
+
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    assert batched.blas_threads() is None
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert batched.blas_threads() == 1

@@ -274,3 +274,36 @@ def test_real_fashion_mnist_one_epoch_each():
     assert rec["models"]["random"]["nonzero_weights"] == rec["parent"]["nonzero_weights"] == 4 * 784 + 40
     assert rec["models"]["random"]["sizes"] == [784, 8, 10]
     assert len(rec["models"]["random"]["per_class_test_acc"]) == 10
+
+
+def _assert_close_records(a, b, path=""):
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        for k in a:
+            _assert_close_records(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (u, v) in enumerate(zip(a, b)):
+            _assert_close_records(u, v, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert (np.isnan(a) and np.isnan(b)) or abs(a - b) <= 1e-9 * max(1.0, abs(a)), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def test_numba_trainer_equals_the_reference_in_float64(emb, monkeypatch):
+    """--trainer numba: the same run to rounding (one-hidden-layer models); rewiring falls back to numpy."""
+    from fpe_ref import vision
+
+    variants = ("dense", "random", "gram", "rewire", "dense-scratch", "sparse-scratch")
+    ref = run_one(tiny_cfg(emb, variants=variants), 4, 0)
+    backends, train = [], vision.train
+    monkeypatch.setattr(vision, "train", lambda *a, **k: backends.append(k["backend"]) or train(*a, **k))
+    fast = run_one(tiny_cfg(emb, variants=variants, trainer="numba-v1"), 4, 0)
+    assert backends == ["numba", "numba", "numba", "numba", "numpy", "numba", "numba"]  # parent, variants
+    _assert_close_records(ref, fast)
+
+
+def test_unknown_trainer_is_refused(emb):
+    with pytest.raises(FPEError, match="trainer must be one of"):
+        tiny_cfg(emb, trainer="cuda")
