@@ -267,6 +267,10 @@ def main():
     except FPEError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
+    except OSError as exc:  # an output path that cannot be created or written, a full disk, ...
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        click.echo(f"Error: cannot read or write a file{where}: {exc.strerror or exc}", err=True)
+        sys.exit(2)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

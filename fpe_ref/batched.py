@@ -234,7 +234,7 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     if storage not in ("auto", "sparse", "dense"):
         raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
     d, h, C = group.sizes
-    blas_ok = blas_threads() == 1
+    blas_ok = _can_limit_blas() or blas_threads() == 1
     out = []
     for l, size in ((1, h * d), (2, C * h)):
         if storage != "auto":
@@ -245,14 +245,36 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     return tuple(out)
 
 
+def _can_limit_blas() -> bool:
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _single_threaded_blas(active: bool):
+    """A context in which BLAS runs one thread (threadpoolctl), or a no-op."""
+    import contextlib
+
+    if not active or not _can_limit_blas():
+        return contextlib.nullcontext()
+    import scipy.linalg  # noqa: F401  numba's np.dot calls SciPy's BLAS: load it so that it is limited too
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
+
+
 def blas_threads() -> int | None:
     """Threads NumPy's BLAS would use (threadpoolctl when installed, else the usual variables).
 
     ``None`` when it cannot be told. The dense mirrors call BLAS from inside numba's parallel
     loops; a multi-threaded BLAS there oversubscribes the cores and was measured 15-25x slower
-    than the sparse kernels (FashionMNIST [784, 8, 10], 2 cores), so ``"auto"`` uses them only
-    when BLAS is known to run one thread (``fpe bench`` sets that through threadpoolctl;
-    ``OPENBLAS_NUM_THREADS=1`` does it for any command).
+    than the sparse kernels (FashionMNIST [784, 8, 10], 2 cores). So ``"auto"`` uses mirrors
+    only where BLAS can be held to one thread while the fused step runs: with threadpoolctl
+    installed (then :class:`FusedTrainer` limits it, and the plan depends on shapes only), or
+    when ``OPENBLAS_NUM_THREADS`` (or MKL / OMP) is 1. Otherwise it takes the sparse kernels,
+    which agree with the mirrors to rounding, not bit for bit.
     """
     import os
 
@@ -462,11 +484,12 @@ class FusedTrainer:
                     A["MW1"], A["VW1"], A["MB1"], A["VB1"], A["MW2"], A["VW2"], A["MB2"], A["VB2"],
                     grp.hyper, coefs.astype(grp.dtype), pens.astype(grp.dtype), pens64, evals, Xte, yte, tl,
                     loss, correct, hits, dense[0], dense[1], W1D, W2D)
-            if plan == "single":  # one model after another, parallel products
-                for g in range(grp.G):
-                    K.model_epochs_parallel(g, *args)
-            else:  # one model per thread (the kernels release the GIL); models share nothing
-                _map_models(lambda g, args=args: K.model_epochs_serial(g, *args), grp.G)
+            with _single_threaded_blas(any(dense)):  # BLAS on the mirrors runs inside parallel loops
+                if plan == "single":  # one model after another, parallel products
+                    for g in range(grp.G):
+                        K.model_epochs_parallel(g, *args)
+                else:  # one model per thread (the kernels release the GIL); models share nothing
+                    _map_models(lambda g, args=args: K.model_epochs_serial(g, *args), grp.G)
             grp.t += E * steps
             for g, i in enumerate(grp.members):
                 results[i] = (loss[g], correct[g], hits[g], Xte.shape[0])

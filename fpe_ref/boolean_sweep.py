@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .case_study import CaseStudyConfig, make_data, run_trial
-from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION
+from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split
 from .errors import FPEError, check_positive_ints
 from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from .train import TrainConfig
@@ -125,6 +125,8 @@ class SweepConfig:
         if self.trainer not in TRAINERS and self.trainer not in LEGACY_TRAINERS:
             raise FPEError(f"unknown trainer {self.trainer!r}; choose from {', '.join(TRAINERS)}")
         check_positive_ints(self, ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"))
+        check_positive_ints(self, ("seed",), minimum=0)
+        check_test_split(self.n_samples, self.test_fraction)  # before any run (and before sweep.json)
 
     def signature(self) -> dict:
         """The config minus ``trials`` (more trials extend a sweep; anything else makes a new one)."""

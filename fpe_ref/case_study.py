@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, generate_dnf, train_test_split
+from .data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split, generate_dnf, train_test_split
 from .errors import FPEError, check_positive_ints
 from .expand import carry_optimizer, expand
 from .metrics import interference
@@ -62,6 +62,8 @@ class CaseStudyConfig:
 
     def __post_init__(self):
         check_positive_ints(self, ("m", "k", "hidden", "alpha", "dense_epochs", "fpe_epochs", "trials", "n_samples"))
+        check_positive_ints(self, ("seed",), minimum=0)
+        check_test_split(self.n_samples, self.test_fraction)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -30,8 +30,9 @@ def commands(seed_option, train_options, train_config):
                   type=click.Choice(["all", "tables", "fig3a", "fig3b", "tables-alpha4", "fig3c"]),
                   help="Which grids to run, in this order (repeatable). Default: all, in the order "
                        "tables, fig3a, fig3b, tables-alpha4, fig3c. tables: Tables A1/A2 (8 neurons, "
-                       "12..128 literals, alpha 2); fig3a: 8 clauses, hidden 4..16; fig3b: 8 neurons, "
-                       "clauses 4..32; fig3c: hidden {4,8,12,16} x clauses {4,8,16,24,32}; all at alpha 2 and 4.")
+                       "12..128 literals, alpha 2); tables-alpha4: the same at alpha 4 (24..128 literals); "
+                       "fig3a: 8 clauses, hidden 4..16; fig3b: 8 neurons, clauses 4..32; fig3c: hidden "
+                       "{4,8,12,16} x clauses {4,8,16,24,32}; fig3a, fig3b and fig3c at alpha 2 and 4.")
     @click.option("--quick", is_flag=True,
                   help="Tiny grids, 4 + 4 epochs, 400 samples, 2 trials: a smoke test in seconds.")
     @click.option("--trials", type=int, default=None, help="Trials per grid point and alpha (default 5; --quick: 2).")
@@ -51,12 +52,15 @@ def commands(seed_option, train_options, train_config):
                   help="numba: the fused kernels (fpe_ref.batched), about 10x faster, equal to the NumPy "
                        "reference to rounding; numpy: the reference (fpe_ref.train). Part of each run's key.")
     @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
+    @click.option("--no-reuse", is_flag=True,
+                  help="Compute every run here, even one finished in a sibling sweep directory (by default "
+                       "such runs are copied: same key, same result); for a from-scratch reproducibility check.")
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                   help="Sweep directory (default results/boolean; --quick: results/boolean-quick).")
     @seed_option
     @train_options
     def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
-                    scheduler, trainer, dry_run, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
+                    scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
         """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
         Each run is one trial of the Sec. 3.1 workflow (fpe_ref.case_study.run_trial) at one
@@ -89,6 +93,8 @@ def commands(seed_option, train_options, train_config):
             return
         if jobs is not None and jobs < 1:
             raise FPEError(f"--jobs must be a positive integer, got {jobs}")
+        if jobs is not None and executor_kind == "dask":
+            raise FPEError("--jobs is for the local executor; a Dask cluster's workers set the parallelism")
         jobs = jobs or os.cpu_count() or 1
         client = None
         if executor_kind == "dask":
@@ -103,7 +109,7 @@ def commands(seed_option, train_options, train_config):
         progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)
         try:
             res = bs.run_boolean_sweep(cfg, out_dir, names, quick=quick, executor=executor, progress=progress,
-                                       log=lambda s: click.echo(s, err=True))
+                                       log=lambda s: click.echo(s, err=True), lookup=[] if no_reuse else None)
         finally:
             if executor is not None and client is None:
                 executor.shutdown(wait=True, cancel_futures=True)

@@ -276,11 +276,17 @@ def test_bench_command_is_registered():
     assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
 
 
-@pytest.mark.parametrize("threads,expect", [(1, (True, False)), (2, (False, False)), (None, (False, False))])
-def test_auto_storage_uses_blas_mirrors_only_with_single_threaded_blas(monkeypatch, threads, expect):
+@pytest.mark.parametrize("limit,threads,expect", [
+    (True, 2, (True, False)),  # threadpoolctl holds BLAS to one thread: the plan depends on shapes only
+    (False, 1, (True, False)),
+    (False, 2, (False, False)),
+    (False, None, (False, False)),
+])
+def test_auto_storage_uses_blas_mirrors_only_with_single_threaded_blas(monkeypatch, limit, threads, expect):
     """A multi-threaded BLAS called inside numba's parallel loops oversubscribes the cores."""
     from fpe_ref import batched
 
+    monkeypatch.setattr(batched, "_can_limit_blas", lambda: limit)
     monkeypatch.setattr(batched, "blas_threads", lambda: threads)
     rng = np.random.default_rng(0)
     parent = MLP.init([256, 16, 10], rng)  # W1: 4096 entries, dense -> a mirror when BLAS allows it
@@ -301,3 +307,14 @@ def test_blas_threads_reads_the_environment_without_threadpoolctl(monkeypatch):
     assert batched.blas_threads() is None
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert batched.blas_threads() == 1
+
+
+def test_mirrored_runs_hold_every_blas_to_one_thread():
+    """NumPy's and SciPy's BLAS (numba's np.dot calls SciPy's) are both limited while mirrors run."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fpe_ref import batched
+
+    with batched._single_threaded_blas(True):
+        infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        assert any("scipy" in i["filepath"] for i in infos), infos
+        assert all(i["num_threads"] == 1 for i in infos), infos

@@ -81,3 +81,23 @@ def test_main_prints_one_line_and_exits_2(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["Error: k must be a positive integer, got 0"]
+
+
+def test_an_unwritable_output_path_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("x")
+    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *CS, "--out", str(tmp_path / "file" / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()
+    assert last == [f"Error: cannot read or write a file ({tmp_path / 'file' / 'x'}): Not a directory"], proc.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--test-fraction", "1.5"], "test_fraction must be a number in (0, 1), got 1.5"),
+    (["--seed", "-1"], "seed must be an integer >= 0, got -1"),
+])
+def test_sweep_settings_are_checked_before_sweep_json_is_written(tmp_path, args, msg):
+    out = tmp_path / "q"
+    res = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--out", str(out), *args])
+    assert isinstance(res.exception, FPEError) and msg in str(res.exception)
+    assert not (out / "sweep.json").exists()

@@ -393,3 +393,24 @@ def test_open_sweep_dir_keeps_one_config_per_directory(tmp_path):
     (d / "sweep.json").write_text("{not json")
     with pytest.raises(FPEError, match="unreadable"):
         open_sweep_dir(d, meta, {"lr": 1e-3})
+
+
+def test_no_reuse_recomputes_what_a_sibling_sweep_finished(tmp_path):
+    from cli import fpe
+    from fpe_ref.sweep import strip_timing
+
+    def sweep(name, *extra):
+        res = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--grid", "tables", "--jobs", "1",
+                                       "--trials", "1", "--out", str(tmp_path / name), *extra],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output, {r["run_id"]: r for r in RunStore(tmp_path / name / "runs.jsonl").records()}
+
+    out_a, a = sweep("a")
+    out_b, b = sweep("b")
+    out_c, c = sweep("c", "--no-reuse")
+    n = len(a)
+    assert f"{n} reused from other sweeps, 0 run now" in out_b
+    assert f"0 reused from other sweeps, {n} run now" in out_c
+    assert all(b[k].get("reused_from") for k in b) and not any(c[k].get("reused_from") for k in c)
+    assert {k: strip_timing(r) for k, r in a.items()} == {k: strip_timing(r) for k, r in c.items()}

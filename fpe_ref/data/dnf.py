@@ -463,6 +463,19 @@ def evaluate_dnf(bits, k) -> np.ndarray:
     return _any_clause_full(bits != 0, int(k))
 
 
+def check_test_split(n: int, test_fraction: float) -> int:
+    """``n_test = round(test_fraction * n)``; FPEError unless both sides are non-empty."""
+    n = _check_int("n", n, 1)
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating))
+            or not 0.0 < test_fraction < 1.0):  # also rejects NaN
+        raise FPEError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
+    n_test = int(round(test_fraction * n))
+    if n_test == 0 or n_test == n:
+        side = "test" if n_test == 0 else "training"
+        raise FPEError(f"test_fraction={test_fraction} with n={n} leaves the {side} set empty")
+    return n_test
+
+
 def split_indices(n: int, test_fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint train / test row indices from one seeded permutation of ``range(n)``.
 
@@ -474,14 +487,7 @@ def split_indices(n: int, test_fraction: float, rng) -> tuple[np.ndarray, np.nda
     train_idx : ndarray, shape (n - n_test,), int64
     test_idx : ndarray, shape (n_test,), int64
     """
-    n = _check_int("n", n, 1)
-    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating))
-            or not 0.0 < test_fraction < 1.0):  # also rejects NaN
-        raise FPEError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")
-    n_test = int(round(test_fraction * n))
-    if n_test == 0 or n_test == n:
-        side = "test" if n_test == 0 else "training"
-        raise FPEError(f"test_fraction={test_fraction} with n={n} leaves the {side} set empty")
+    n_test = check_test_split(n, test_fraction)
     perm = as_rng(rng).permutation(n)
     return perm[n_test:], perm[:n_test]
 
