@@ -36,8 +36,8 @@ Backends
     not stored, so they cannot become non-zero, and each product costs what its stored
     weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
     re-sparsified second layer of a wide expansion) is multiplied instead as a dense mirror
-    with BLAS, which beats the sparse kernels there, but only while BLAS runs one thread
-    (:func:`storage_plan`, :func:`blas_threads`). Small models run
+    with BLAS, which beats the sparse kernels there (:func:`storage_plan`; BLAS is held to one
+    thread meanwhile, :func:`warn_if_blas_unlimited`). Small models run
     one per thread (a pool of Python threads; the kernels release the GIL) with serial
     products; a large model (or fewer large models than threads) runs its products in
     parallel instead (:func:`kernel_plan`). Each model is trained by one chunk of epochs per
@@ -229,19 +229,22 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     """Per layer, whether the fused step multiplies it densely (BLAS on a mirror with zeros
     where masked) rather than with the sparse kernels: ``"auto"`` when at least
     ``_DENSE_DENSITY`` of the layer is stored and it has ``_DENSE_MIN_SIZE`` entries or more
-    (a dense parent, the re-sparsified second layer of a wide expansion). Speed only: both
-    give the same values to rounding, and the parameters are the stored entries either way."""
+    (a dense parent, the re-sparsified second layer of a wide expansion).
+
+    The plan depends on the shapes only, never on the machine or the environment: the two
+    give the same values to rounding, not bit for bit, and a run key names the trainer, not
+    the plan. The mirrors' BLAS runs inside numba's parallel loops and must run one thread
+    there (:func:`_single_threaded_blas`; :func:`warn_if_blas_unlimited`)."""
     if storage not in ("auto", "sparse", "dense"):
         raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
     d, h, C = group.sizes
-    blas_ok = _can_limit_blas() or blas_threads() == 1
     out = []
     for l, size in ((1, h * d), (2, C * h)):
         if storage != "auto":
             out.append(storage == "dense")
             continue
         density = max(r[l - 1][0].shape[0] for r in group.rows) / size
-        out.append(bool(blas_ok and density >= _DENSE_DENSITY and size >= _DENSE_MIN_SIZE))
+        out.append(bool(density >= _DENSE_DENSITY and size >= _DENSE_MIN_SIZE))
     return tuple(out)
 
 
@@ -265,16 +268,37 @@ def _single_threaded_blas(active: bool):
     return threadpool_limits(1, user_api="blas")
 
 
+_WARNED = []
+
+
+def warn_if_blas_unlimited(log=None) -> bool:
+    """Warn once (stderr) when mirrors will call a BLAS that may run several threads; True if so.
+
+    The mirrors call BLAS from inside numba's parallel loops; a multi-threaded BLAS there
+    oversubscribes the cores and was measured 15-25x slower than the sparse kernels
+    (FashionMNIST [784, 8, 10], 2 cores). With threadpoolctl installed (extra ``bench``)
+    :class:`FusedTrainer` holds BLAS to one thread while it runs; otherwise only
+    ``OPENBLAS_NUM_THREADS=1`` (or MKL / OMP) set before Python starts does.
+    """
+    if _can_limit_blas() or blas_threads() == 1:
+        return False
+    if not _WARNED:
+        _WARNED.append(True)
+        import sys
+
+        msg = ("warning: the numba backend multiplies dense layers with BLAS inside parallel loops and cannot "
+               "hold BLAS to one thread here, which can make it many times slower: pip install threadpoolctl, "
+               "or set OPENBLAS_NUM_THREADS=1 (results are the same either way)")
+        (log or (lambda m: print(m, file=sys.stderr)))(msg)
+    return True
+
+
 def blas_threads() -> int | None:
     """Threads NumPy's BLAS would use (threadpoolctl when installed, else the usual variables).
 
-    ``None`` when it cannot be told. The dense mirrors call BLAS from inside numba's parallel
-    loops; a multi-threaded BLAS there oversubscribes the cores and was measured 15-25x slower
-    than the sparse kernels (FashionMNIST [784, 8, 10], 2 cores). So ``"auto"`` uses mirrors
-    only where BLAS can be held to one thread while the fused step runs: with threadpoolctl
-    installed (then :class:`FusedTrainer` limits it, and the plan depends on shapes only), or
-    when ``OPENBLAS_NUM_THREADS`` (or MKL / OMP) is 1. Otherwise it takes the sparse kernels,
-    which agree with the mirrors to rounding, not bit for bit.
+    ``None`` when it cannot be told. Without threadpoolctl the variables are only evidence
+    when they were set before NumPy loaded its BLAS (the sweep's workers get them at spawn;
+    :func:`fpe_ref.sweep.local_executor` does not set them in the parent).
     """
     import os
 
@@ -436,6 +460,8 @@ class FusedTrainer:
                       for grp in self.groups]
         self.tiles = [_tiles(grp, B, p == "single") for grp, p in zip(self.groups, self.plans)]
         self.dense = [storage_plan(grp, storage) for grp in self.groups]
+        if any(any(d) for d in self.dense):
+            warn_if_blas_unlimited()
         self.mirrors = [_mirrors(grp, dense) for grp, dense in zip(self.groups, self.dense)]
         self._bc = {}  # (beta1, beta2, t) -> (1 - beta1^t, sqrt(1 - beta2^t)), Python floats as in Adam.step
         self.epochs_run = 0

@@ -701,7 +701,9 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
                 row.ok = False
                 row.note = f"corrupted input {bad_input[0]} (SHA-256 or shape differs from the manifest): not computed"
             elif failure:
-                row.note = failure
+                sha = "; stored tensor differs from the manifest's SHA-256 (corrupted bundle)" \
+                    if "SHA-256" in row.note else ""
+                row.note = failure + sha
             rows.append(row)
     if not rows:
         raise FPEError(f"no expected tensor of the bundle matches --only {only!r}")

@@ -283,7 +283,13 @@ class MLP:
                 raise FPEError(f"{path}: mask of {name} has dtype {M.dtype}, expected bool")
             if name in params and M.shape == params[name].shape and np.any(params[name][~M] != 0):
                 raise FPEError(f"{path}: weight {name} is non-zero at masked positions (corrupt or hand-edited file)")
+        bad = [k for k, v in params.items() if not np.issubdtype(v.dtype, np.floating)]
+        if bad:
+            raise FPEError(f"{path}: parameter {bad[0]} has dtype {params[bad[0]].dtype}, expected a float type")
         try:
-            return cls(params, masks, layer_norm)
+            model = cls(params, masks, layer_norm)
         except FPEError as exc:
             raise FPEError(f"{path}: {exc}") from exc
+        if list(model.sizes) != list(meta["sizes"]):
+            raise FPEError(f"{path}: meta says sizes {meta['sizes']}, the stored weights have {model.sizes}")
+        return model

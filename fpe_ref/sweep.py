@@ -49,6 +49,7 @@ import concurrent.futures as cf
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import socket
 import sys
@@ -62,11 +63,13 @@ TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
 
 STORE_NAME = "runs.jsonl"
 ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arrays/<run_id>.npz, not to the line
-# BLAS libraries read these once, when they load, so the parent sets them for the workers it spawns.
-# NUMBA_NUM_THREADS is deliberately not among them: numba re-reads it at every compilation and
-# refuses a value that differs from its running thread pool, so setting it in the parent breaks
-# the parent's own later parallel kernels. Each worker limits numba in ``_worker_init`` instead.
-_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+# Thread limits for the spawned workers. BLAS libraries read these once, when they load, and
+# numba re-reads NUMBA_NUM_THREADS at every compilation (refusing a value that differs from its
+# running pool), so they are put in the environment only for the instant a worker process is
+# started (``_OneThreadSpawnProcess``), never left in the parent's: there they would also
+# misreport the parent's own BLAS (already loaded) to ``fpe_ref.batched.blas_threads``.
+_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "NUMBA_NUM_THREADS")
 
 
 # ---------------------------------------------------------------- keys
@@ -215,31 +218,38 @@ def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",), same_if
 
 
 # ---------------------------------------------------------------- executors
-def _limit_blas_threads():
-    """One BLAS thread per worker: ``jobs`` workers then use ``jobs`` cores, not ``jobs`` x cores."""
-    for name in _BLAS_ENV:
-        os.environ.setdefault(name, "1")
+def _worker_env() -> dict:
+    """The variables a worker starts with: one thread each, unless the user set them already."""
+    return {name: os.environ.get(name, "1") for name in _THREAD_ENV}
 
 
-def _worker_init():
-    """Run in each spawned worker before its first run: one BLAS and one numba thread."""
-    _limit_blas_threads()
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    if "numba" in sys.modules:  # imported with the main module: re-read the variable before the pool starts
-        import numba
+class _OneThreadSpawnProcess(multiprocessing.get_context("spawn").Process):
+    """A spawned process that starts with ``_worker_env()``; the parent's environment is restored."""
 
-        numba.config.reload_config()
+    def start(self):
+        saved = {name: os.environ.get(name) for name in _THREAD_ENV}
+        os.environ.update(_worker_env())
+        try:
+            super().start()  # the child's environment is copied here
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+class _OneThreadSpawnContext(type(multiprocessing.get_context("spawn"))):
+    """The "spawn" context, with ``_OneThreadSpawnProcess`` (module level: spawn pickles processes)."""
+
+    Process = _OneThreadSpawnProcess
 
 
 def local_executor(jobs: int) -> cf.Executor:
-    """``jobs`` local worker processes (spawned, one BLAS thread each)."""
+    """``jobs`` local worker processes (spawned, one BLAS and one numba thread each)."""
     if not isinstance(jobs, int) or jobs < 1:
         raise FPEError(f"--jobs must be a positive integer, got {jobs!r}")
-    import multiprocessing as mp
-
-    _limit_blas_threads()  # inherited by the spawned workers through the environment
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                                  initializer=_worker_init)
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_OneThreadSpawnContext())
 
 
 def dask_executor(address: str):

@@ -276,24 +276,25 @@ def test_bench_command_is_registered():
     assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
 
 
-@pytest.mark.parametrize("limit,threads,expect", [
-    (True, 2, (True, False)),  # threadpoolctl holds BLAS to one thread: the plan depends on shapes only
-    (False, 1, (True, False)),
-    (False, 2, (False, False)),
-    (False, None, (False, False)),
-])
-def test_auto_storage_uses_blas_mirrors_only_with_single_threaded_blas(monkeypatch, limit, threads, expect):
-    """A multi-threaded BLAS called inside numba's parallel loops oversubscribes the cores."""
+@pytest.mark.parametrize("limit,threads,warns", [(True, 2, False), (False, 1, False), (False, 2, True),
+                                                 (False, None, True)])
+def test_storage_plan_depends_on_shapes_only_and_unlimited_blas_is_warned(monkeypatch, capsys, limit, threads, warns):
+    """The plan never depends on the environment (the mirrors and the sparse kernels agree to
+    rounding, not bitwise); when the mirrors' BLAS cannot be held to one thread, one warning."""
     from fpe_ref import batched
 
     monkeypatch.setattr(batched, "_can_limit_blas", lambda: limit)
     monkeypatch.setattr(batched, "blas_threads", lambda: threads)
+    monkeypatch.setattr(batched, "_WARNED", [])
     rng = np.random.default_rng(0)
-    parent = MLP.init([256, 16, 10], rng)  # W1: 4096 entries, dense -> a mirror when BLAS allows it
+    parent = MLP.init([256, 16, 10], rng)  # W1: 4096 entries, dense -> a mirror
     X, y = rng.standard_normal((64, 256)), rng.integers(0, 10, 64)
-    trainer = batched.FusedTrainer([parent], X, y, TrainConfig(epochs=1, batch_size=32), None, None, [None],
-                                   "auto", "auto")
-    assert tuple(trainer.dense[0]) == expect
+    for _ in range(2):
+        trainer = batched.FusedTrainer([parent], X, y, TrainConfig(epochs=1, batch_size=32), None, None, [None],
+                                       "auto", "auto")
+        assert tuple(trainer.dense[0]) == (True, False)
+    err = capsys.readouterr().err
+    assert err.count("cannot hold BLAS to one thread") == (1 if warns else 0), err
 
 
 def test_blas_threads_reads_the_environment_without_threadpoolctl(monkeypatch):
@@ -311,10 +312,17 @@ def test_blas_threads_reads_the_environment_without_threadpoolctl(monkeypatch):
 
 def test_mirrored_runs_hold_every_blas_to_one_thread():
     """NumPy's and SciPy's BLAS (numba's np.dot calls SciPy's) are both limited while mirrors run."""
+    import os
+
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy
+
     from fpe_ref import batched
 
+    scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))  # site-packages: scipy/ and scipy.libs/
     with batched._single_threaded_blas(True):
         infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
-        assert any("scipy" in i["filepath"] for i in infos), infos
-        assert all(i["num_threads"] == 1 for i in infos), infos
+        assert infos and all(i["num_threads"] == 1 for i in infos), infos
+        own = [i for i in infos if os.path.realpath(i["filepath"]).startswith(os.path.join(scipy_dir, "scipy"))]
+        if not own:
+            pytest.skip("SciPy shares NumPy's BLAS here (nothing separate to limit)")

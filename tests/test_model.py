@@ -286,6 +286,9 @@ def _corruptions(tmp_path, arrays):
         ("int mask", savez(**{"mask:W1": arrays["mask:W1"].astype(np.int64)}), "dtype int64, expected bool"),
         ("NaN weight", savez(W2=np.full_like(arrays["W2"], np.nan)), r"bad_\d+\.npz: parameter W2 contains NaN"),
         ("missing bias", savez(b1=None), "lacks parameter"),
+        ("string weights", savez(W2=arrays["W2"].astype(str)), "W2 has dtype <U"),
+        ("sizes contradict", savez(meta=np.array('{"format_version": 1, "layer_norm": false, "sizes": [4, 5, 1]}')),
+         r"meta says sizes \[4, 5, 1\], the stored weights have \[4, 3, 1\]"),
     ]
 
 

@@ -361,17 +361,20 @@ def test_cli_bad_input_is_one_fpe_error(tmp_path, args, match):
 
 
 def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
-    """Workers run numba on one thread; the parent's NUMBA_NUM_THREADS is never touched.
+    """Workers start with one numba / BLAS thread; the parent's environment is never changed.
 
     numba re-reads NUMBA_NUM_THREADS at each compilation and raises when it differs from its
     running pool, so a sweep that set it in the parent broke the parent's later kernels.
     """
     from fpe_ref import kernels as K
 
-    before = os.environ.get("NUMBA_NUM_THREADS")
+    names = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in names}
     with local_executor(1) as ex:
-        assert ex.submit(K.max_threads).result() == int(before or 1)  # a user's own setting is respected
-    assert os.environ.get("NUMBA_NUM_THREADS") == before
+        assert ex.submit(K.max_threads).result() == int(before["NUMBA_NUM_THREADS"] or 1)  # a user's own setting wins
+        for name in names:
+            assert ex.submit(os.getenv, name).result() == (before[name] or "1"), name
+    assert {name: os.environ.get(name) for name in names} == before
 
 
 def test_open_sweep_dir_keeps_one_config_per_directory(tmp_path):
