@@ -268,11 +268,11 @@ def _single_threaded_blas(active: bool):
     return threadpool_limits(1, user_api="blas")
 
 
-_WARNED = []
+_warned = False
 
 
-def warn_if_blas_unlimited(log=None) -> bool:
-    """Warn once (stderr) when mirrors will call a BLAS that may run several threads; True if so.
+def warn_if_blas_unlimited() -> None:
+    """Warn once (stderr) when the mirrors will call a BLAS that may run several threads.
 
     The mirrors call BLAS from inside numba's parallel loops; a multi-threaded BLAS there
     oversubscribes the cores and was measured 15-25x slower than the sparse kernels
@@ -280,37 +280,30 @@ def warn_if_blas_unlimited(log=None) -> bool:
     :class:`FusedTrainer` holds BLAS to one thread while it runs; otherwise only
     ``OPENBLAS_NUM_THREADS=1`` (or MKL / OMP) set before Python starts does.
     """
-    if _can_limit_blas() or blas_threads() == 1:
-        return False
-    if not _WARNED:
-        _WARNED.append(True)
-        import sys
+    global _warned
+    if _warned or _can_limit_blas() or blas_threads() == 1:
+        return
+    _warned = True
+    import sys
 
-        msg = ("warning: the numba backend multiplies dense layers with BLAS inside parallel loops and cannot "
-               "hold BLAS to one thread here, which can make it many times slower: pip install threadpoolctl, "
-               "or set OPENBLAS_NUM_THREADS=1 (results are the same either way)")
-        (log or (lambda m: print(m, file=sys.stderr)))(msg)
-    return True
+    print("warning: the numba backend multiplies dense layers with BLAS inside parallel loops and cannot "
+          "hold BLAS to one thread here, which can make it many times slower: pip install threadpoolctl, "
+          "or set OPENBLAS_NUM_THREADS=1 (results are the same either way)", file=sys.stderr)
 
 
 def blas_threads() -> int | None:
-    """Threads NumPy's BLAS would use (threadpoolctl when installed, else the usual variables).
+    """BLAS threads as the environment sets them (``OPENBLAS_NUM_THREADS``, MKL, OMP); ``None`` if unset.
 
-    ``None`` when it cannot be told. Without threadpoolctl the variables are only evidence
-    when they were set before NumPy loaded its BLAS (the sweep's workers get them at spawn;
-    :func:`fpe_ref.sweep.local_executor` does not set them in the parent).
+    What matters when threadpoolctl is missing: the variables, set before NumPy loaded its
+    BLAS, are then the only limit (the sweep's workers get them at spawn;
+    :func:`fpe_ref.sweep.local_executor` never sets them in the parent).
     """
     import os
 
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-            if os.environ.get(name, "").strip().isdigit():
-                return int(os.environ[name])
-        return None
-    counts = [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
-    return max(counts) if counts else None
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").strip().isdigit():
+            return int(os.environ[name])
+    return None
 
 
 def _mirrors(group: _Group, dense) -> tuple:

@@ -220,10 +220,10 @@ def boolean_run(key: dict) -> dict:
     This is the per-run function the sweep runner ships to the workers, and the one place
     where training happens. The key's ``trainer`` picks ``run_trial``'s backend (``TRAINERS``):
     a new trainer, or a change of the numerics of an existing one, gets a new name, so that
-    a store never mixes two realisations under one key. Besides ``run_trial``'s metrics it records the unsigned mean
-    cosine (``cosine_abs``, after training) and returns the four trained models' parameters
-    and masks (``parent``, ``dense``, ``clause``, ``random``), which the runner saves to
-    ``arrays/<run_id>.npz`` so that any metric can be recomputed later.
+    a store never mixes two realisations under one key. Besides ``run_trial``'s metrics it
+    records the unsigned mean cosine (``cosine_abs``, after training) and returns the four
+    trained models' parameters and masks (``parent``, ``dense``, ``clause``, ``random``),
+    which the runner saves to ``arrays/<run_id>.npz`` so that any metric can be recomputed.
     """
     trainer = key.get("trainer")
     if trainer in LEGACY_TRAINERS:

@@ -189,8 +189,6 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, back
     """
     if cfg.m % cfg.k:
         raise FPEError(f"m={cfg.m} literals is not divisible by k={cfg.k}")
-    if cfg.trials < 1:
-        raise FPEError(f"trials must be >= 1, got {cfg.trials}")
     check_alpha(cfg.alpha, cfg.m)  # fail before training, not after phase 1
     if cfg.m // cfg.k < cfg.alpha:
         raise FPEError(f"the clause split needs at least alpha={cfg.alpha} clauses, m/k = {cfg.m // cfg.k}")

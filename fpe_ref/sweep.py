@@ -191,7 +191,8 @@ def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",), same_if
     sweep); the ``config`` stored in an existing ``sweep.json``, minus ``trials``, must equal
     it, and so must every top-level field named in ``same``, and every field named in
     ``same_if_recorded`` that the existing file holds (fields added after a sweep started,
-    such as a data fingerprint). Otherwise ``FPEError`` names the fields that differ. ``meta`` is written atomically (temporary file, then rename).
+    such as a data fingerprint). Otherwise ``FPEError`` names the fields that differ.
+    ``meta`` is written atomically (temporary file, then rename).
     """
     os.makedirs(out_dir, exist_ok=True)
     meta_path = os.path.join(out_dir, "sweep.json")

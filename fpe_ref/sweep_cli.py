@@ -60,7 +60,8 @@ def commands(seed_option, train_options, train_config):
     @seed_option
     @train_options
     def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
-                    scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs):
+                    scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup,
+                    warmup_epochs):
         """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
         Each run is one trial of the Sec. 3.1 workflow (fpe_ref.case_study.run_trial) at one

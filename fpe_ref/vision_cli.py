@@ -117,10 +117,10 @@ def _class_names(cfg):
 
 
 def _trainer_key(trainer: str) -> str:
-    """--trainer -> the versioned name stored in the run key (fpe_ref.vision.TRAINERS)."""
-    from .vision import TRAINER
+    """--trainer (a ``train`` backend) -> the versioned name stored in the run key (fpe_ref.vision.TRAINERS)."""
+    from .vision import TRAINERS
 
-    return {"numpy": TRAINER, "numba": "numba-v1"}[trainer]
+    return {backend: name for name, backend in TRAINERS.items()}[trainer]
 
 
 def _post_epochs(post_epochs, pretrain_epochs):
@@ -145,8 +145,7 @@ def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
                f"variants {', '.join(cfg.variants)}; {n_runs} runs on {jobs} job(s) -> {out_dir}/runs.jsonl")
     executor = local_executor(jobs) if jobs > 1 and n_runs > 1 else None
     try:
-        run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()},
-                         executor=executor,
+        run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()}, executor=executor,
                          progress=LineProgress(0, label=label), log=lambda s: click.echo(s, err=True))
     finally:
         if executor is not None:

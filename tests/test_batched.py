@@ -285,7 +285,7 @@ def test_storage_plan_depends_on_shapes_only_and_unlimited_blas_is_warned(monkey
 
     monkeypatch.setattr(batched, "_can_limit_blas", lambda: limit)
     monkeypatch.setattr(batched, "blas_threads", lambda: threads)
-    monkeypatch.setattr(batched, "_WARNED", [])
+    monkeypatch.setattr(batched, "_warned", False)
     rng = np.random.default_rng(0)
     parent = MLP.init([256, 16, 10], rng)  # W1: 4096 entries, dense -> a mirror
     X, y = rng.standard_normal((64, 256)), rng.integers(0, 10, 64)

@@ -221,9 +221,13 @@ def test_two_invocations_same_seeds_identical_records(tmp_path):
 
 
 def test_process_pool_gives_the_serial_records(tmp_path):
-    sweep(tmp_path / "serial")
+    serial = sweep(tmp_path / "serial")
     with local_executor(2) as ex:
-        sweep(tmp_path / "pool", executor=ex)
+        pool = sweep(tmp_path / "pool", executor=ex)
+    assert serial.ran == pool.ran == pool.total > 0  # every run computed, none reused
+    pids = {r["pid"] for r in RunStore(tmp_path / "pool" / "runs.jsonl").records()}
+    assert pids and os.getpid() not in pids, "the runs were not computed in the worker processes"
+    assert {r["pid"] for r in RunStore(tmp_path / "serial" / "runs.jsonl").records()} == {os.getpid()}
     _compare(tmp_path / "serial", tmp_path / "pool")
 
 
