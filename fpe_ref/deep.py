@@ -33,11 +33,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import splits
-from .errors import FPEError
-from .expand import ExpandResult, carry_optimizer, expand
-from .mlp import MLP, Ledger
-from .rng import as_rng
+from fpe_ref import splits
+from fpe_ref.errors import FPEError
+from fpe_ref.expand import ExpandResult, carry_optimizer, expand
+from fpe_ref.mlp import MLP, Ledger
+from fpe_ref.rng import as_rng
 
 
 def alternating_layers(n_layers: int) -> list:

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import splits
-from .errors import FPEError
-from .mlp import MLP, Ledger
-from .optim import Adam
+from fpe_ref import splits
+from fpe_ref.errors import FPEError
+from fpe_ref.mlp import MLP, Ledger
+from fpe_ref.optim import Adam
 
 SPLITS = ("random", "clause", "gram", "two-four")
 
@@ -121,7 +121,7 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     therefore leave the child with more non-zero *values* than the parent, never more
     stored weights.
     """
-    from .rng import as_rng
+    from fpe_ref.rng import as_rng
 
     explicit = not isinstance(split, str)
     if rng is None and not (explicit and tie_key is not None):

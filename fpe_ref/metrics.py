@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 
 def gram(W1):

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import layers
-from .errors import FPEError
+from fpe_ref import layers
+from fpe_ref.errors import FPEError
 
 FORMAT_VERSION = 1
 

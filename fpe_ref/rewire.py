@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import FPEError
-from .optim import Adam
+from fpe_ref.errors import FPEError
+from fpe_ref.optim import Adam
 
 DECAYS = ("constant", "cosine")
 

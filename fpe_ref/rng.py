@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 
 def as_rng(seed_or_rng) -> np.random.Generator:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 
 def check_alpha(alpha, fan_in: int) -> int:

@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .errors import FPEError
-from .optim import Adam, Penalties, penalty_loss_and_grads
+from fpe_ref.errors import FPEError
+from fpe_ref.optim import Adam, Penalties, penalty_loss_and_grads
 
 WARMUPS = ("lr", "penalty", "none")
 
@@ -133,7 +133,7 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
     on_epoch : callable(epoch, history), optional
         Called after each epoch (progress bars).
     backend : "numpy" (this loop, the reference) or "numba" (the fused compiled step of
-        :mod:`fpe_ref.batched` for one-hidden-layer MLPs without LayerNorm: the same
+        :mod:`fpe_ref.fast.trainer` for one-hidden-layer MLPs without LayerNorm: the same
         shuffles, warm-up and penalties, masked weights not even stored; equal to this loop
         to rounding, ~1e-11 in float64 after 1000 steps).
 
@@ -142,7 +142,7 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
     optimizer, history
     """
     if backend != "numpy":
-        from .batched import check_backend, train_batched
+        from fpe_ref.fast.trainer import check_backend, train_batched
 
         check_backend(backend)
         return train_batched([model], X, y, cfg, [rng], X_test=X_test, y_test=y_test, optimizers=[optimizer],

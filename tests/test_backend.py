@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpe_ref import kernels as K
+from fpe_ref.fast import kernels as K
 from fpe_ref.errors import FPEError
 from fpe_ref.expand import expand
 from fpe_ref.mlp import MLP
@@ -150,7 +150,7 @@ def test_float32_agrees_to_float32_rounding(dtype):
 
 @pytest.mark.slow  # compiles the parallel fused kernels: ~35 s on a cold numba cache
 def test_parallel_products_equal_serial_and_any_thread_count():
-    from fpe_ref.batched import train_batched
+    from fpe_ref.fast.trainer import train_batched
 
     model = make_model("fpe-alpha3-multiclass")
     X, y = data_for(model, 300)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fpe_ref import kernels as K
-from fpe_ref.batched import train_batched
+from fpe_ref.fast import kernels as K
+from fpe_ref.fast.trainer import train_batched
 from fpe_ref.errors import FPEError
 from fpe_ref.expand import carry_optimizer, expand
 from fpe_ref.mlp import MLP
@@ -162,7 +162,7 @@ def test_bad_arguments():
 # ----------------------------------------------------------------------------- the fused step
 def one_fused_step(step, model, m0, v0, t0, X, y, idx, pen, lr, dense=(False, False)):
     """Run one fused step (compiled or plain Python) on a copy of ``model``; the arguments
-    as fpe_ref.batched.FusedTrainer.run builds them."""
+    as fpe_ref.fast.trainer.FusedTrainer.run builds them."""
     m = model.copy()
     d, h, C = m.sizes
     n = idx.shape[0]
@@ -225,7 +225,7 @@ def test_fused_step_against_numpy_train_step(C, impl, dense):
 
 # ----------------------------------------------------------------------------- case study
 def test_case_study_batches_equal_trial_by_trial():
-    from fpe_ref.case_study import CaseStudyConfig, make_data, run_trial, run_trials
+    from fpe_ref.experiments.case_study import CaseStudyConfig, make_data, run_trial, run_trials
 
     cfg = CaseStudyConfig(dense_epochs=4, fpe_epochs=4, trials=2, n_samples=500,
                           train=TrainConfig(batch_size=100, warmup_epochs=4), carry_optimizer=True)
@@ -247,7 +247,7 @@ def test_case_study_batches_equal_trial_by_trial():
 
 # ----------------------------------------------------------------------------- fpe bench
 def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
-    from fpe_ref import bench
+    from fpe_ref.experiments import bench
 
     monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
     cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2, 16), n_train=200, batch_size=100, min_reps=2,
@@ -270,7 +270,7 @@ def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
 
 
 def test_bench_command_is_registered():
-    from cli import fpe
+    from fpe_ref.commands import fpe
 
     result = CliRunner().invoke(fpe, ["bench", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
@@ -281,7 +281,7 @@ def test_bench_command_is_registered():
 def test_storage_plan_depends_on_shapes_only_and_unlimited_blas_is_warned(monkeypatch, capsys, limit, threads, warns):
     """The plan never depends on the environment (the mirrors and the sparse kernels agree to
     rounding, not bitwise); when the mirrors' BLAS cannot be held to one thread, one warning."""
-    from fpe_ref import batched
+    from fpe_ref.fast import trainer as batched
 
     monkeypatch.setattr(batched, "_can_limit_blas", lambda: limit)
     monkeypatch.setattr(batched, "blas_threads", lambda: threads)
@@ -300,7 +300,7 @@ def test_storage_plan_depends_on_shapes_only_and_unlimited_blas_is_warned(monkey
 def test_blas_threads_reads_the_environment_without_threadpoolctl(monkeypatch):
     import sys
 
-    from fpe_ref import batched
+    from fpe_ref.fast import trainer as batched
 
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -317,7 +317,7 @@ def test_mirrored_runs_hold_every_blas_to_one_thread():
     threadpoolctl = pytest.importorskip("threadpoolctl")
     import scipy
 
-    from fpe_ref import batched
+    from fpe_ref.fast import trainer as batched
 
     scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))  # site-packages: scipy/ and scipy.libs/
     with batched._single_threaded_blas(True):

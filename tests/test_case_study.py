@@ -6,7 +6,7 @@ import sys
 
 from click.testing import CliRunner
 
-from cli import fpe
+from fpe_ref.commands import fpe
 
 TINY = ["--trials", "2", "--dense-epochs", "3", "--fpe-epochs", "3", "--n-samples", "400", "--batch-size", "100"]
 
@@ -62,7 +62,7 @@ def test_interrupted_trial_line_is_ignored(tmp_path):
 
 
 def test_bad_alpha_is_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", "reproduce", "case-study", *TINY,
+    proc = subprocess.run([sys.executable, "-c", "from fpe_ref.commands import main; main()", "reproduce", "case-study", *TINY,
                            "--alpha", "64", "--out", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "Error: alpha=64 is larger than the fan-in d=32: a child would get no inputs"

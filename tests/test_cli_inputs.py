@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cli import fpe
+from fpe_ref.commands import fpe
 from fpe_ref.errors import FPEError
 
 CS = ["reproduce", "case-study", "--trials", "1", "--dense-epochs", "2", "--fpe-epochs", "2", "--n-samples", "200"]
@@ -77,7 +77,7 @@ def test_every_command_has_a_readable_summary():
 
 
 def test_main_prints_one_line_and_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *CS, "--k", "0", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-c", "from fpe_ref.commands import main; main()", *CS, "--k", "0", "--out", str(tmp_path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["Error: k must be a positive integer, got 0"]
@@ -85,7 +85,7 @@ def test_main_prints_one_line_and_exits_2(tmp_path):
 
 def test_an_unwritable_output_path_is_one_line(tmp_path):
     (tmp_path / "file").write_text("x")
-    proc = subprocess.run([sys.executable, "-c", "import cli; cli.main()", *CS, "--out", str(tmp_path / "file" / "x")],
+    proc = subprocess.run([sys.executable, "-c", "from fpe_ref.commands import main; main()", *CS, "--out", str(tmp_path / "file" / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 import fpe_ref
-from cli import fpe
-from fpe_ref import golden
+from fpe_ref.commands import fpe
+from fpe_ref.parity import golden
 from fpe_ref.errors import FPEError
 
 
@@ -239,7 +239,7 @@ def test_bad_options_and_overwrite(bundle, monkeypatch):
         golden.check_bundle(bundle, "numpy", device="cuda")
     with pytest.raises(FPEError, match="--only"):
         golden.check_bundle(bundle, "numpy", only="no-such-tensor")
-    monkeypatch.setitem(sys.modules, "fpe_ref.torch_impl", None)  # as if torch were not installed
+    monkeypatch.setitem(sys.modules, "fpe_ref.parity.torch_ref", None)  # as if torch were not installed
     monkeypatch.delattr(fpe_ref, "torch_impl", raising=False)
     with pytest.raises(FPEError, match=r"pip install 'fpe-ref\[torch\]'"):
         golden.check_bundle(bundle, "torch")

@@ -1,4 +1,4 @@
-"""Tests for fpe_ref.kernels: sparse storage, the three products and Adam, each as plain Python
+"""Tests for fpe_ref.fast.kernels: sparse storage, the three products and Adam, each as plain Python
 vs compiled Numba vs NumPy twin vs a dense NumPy expression on the masked weight.
 
 Tolerances against dense NumPy (BLAS sums in another order) are relative to the sum of the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fpe_ref import kernels as K
+from fpe_ref.fast import kernels as K
 from fpe_ref import layers
 from fpe_ref.errors import FPEError
 from fpe_ref.optim import Adam

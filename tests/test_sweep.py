@@ -1,5 +1,5 @@
-"""Tests for the sweep runner (fpe_ref.sweep), the Boolean grids (fpe_ref.boolean_sweep) and
-``fpe report`` statistics (fpe_ref.report): resume after a simulated kill, identical records
+"""Tests for the sweep runner (fpe_ref.experiments.runs), the Boolean grids (fpe_ref.experiments.boolean) and
+``fpe report`` statistics (fpe_ref.experiments.boolean_report): resume after a simulated kill, identical records
 from identical seeds (serially, in processes, on Dask), and a hand-computed statistics example.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fpe_ref import boolean_sweep as bs
-from fpe_ref import report as rp
+from fpe_ref.experiments import boolean as bs
+from fpe_ref.experiments import boolean_report as rp
 from fpe_ref.errors import FPEError
-from fpe_ref.sweep import (
+from fpe_ref.experiments.runs import (
     TIMING_FIELDS,
     LineProgress,
     RunStore,
@@ -335,7 +335,7 @@ def test_report_of_a_partial_grid_marks_missing_cells(tmp_path):
 
 # ---------------------------------------------------------------- the CLI
 def test_cli_sweep_then_report(tmp_path):
-    from cli import fpe
+    from fpe_ref.commands import fpe
 
     out = str(tmp_path / "q")
     r = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--grid", "tables", "--jobs", "1", "--out", out])
@@ -355,7 +355,7 @@ def test_cli_sweep_then_report(tmp_path):
     (["sweep", "boolean", "--quick", "--jobs", "-1"], "--jobs must be a positive integer"),
 ])
 def test_cli_bad_input_is_one_fpe_error(tmp_path, args, match):
-    from cli import fpe
+    from fpe_ref.commands import fpe
 
     if args[0] == "sweep":
         args = args + ["--out", str(tmp_path / "s")]
@@ -370,7 +370,7 @@ def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
     numba re-reads NUMBA_NUM_THREADS at each compilation and raises when it differs from its
     running pool, so a sweep that set it in the parent broke the parent's later kernels.
     """
-    from fpe_ref import kernels as K
+    from fpe_ref.fast import kernels as K
 
     names = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
     before = {name: os.environ.get(name) for name in names}
@@ -382,7 +382,7 @@ def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
 
 
 def test_open_sweep_dir_keeps_one_config_per_directory(tmp_path):
-    from fpe_ref.sweep import open_sweep_dir
+    from fpe_ref.experiments.runs import open_sweep_dir
 
     d = tmp_path / "s"
     meta = {"kind": "k", "quick": False, "config": {"lr": 1e-3, "trials": 5}}
@@ -403,8 +403,8 @@ def test_open_sweep_dir_keeps_one_config_per_directory(tmp_path):
 
 
 def test_no_reuse_recomputes_what_a_sibling_sweep_finished(tmp_path):
-    from cli import fpe
-    from fpe_ref.sweep import strip_timing
+    from fpe_ref.commands import fpe
+    from fpe_ref.experiments.runs import strip_timing
 
     def sweep(name, *extra):
         res = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--grid", "tables", "--jobs", "1",

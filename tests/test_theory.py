@@ -15,10 +15,10 @@ from click.testing import CliRunner
 
 from fpe_ref.errors import FPEError
 from fpe_ref.rng import stream
-from theory import check as chk
-from theory import closed_form as cf
-from theory import monte_carlo as mc
-from theory.cli import theory
+from fpe_ref.theory import check as chk
+from fpe_ref.theory import closed_form as cf
+from fpe_ref.theory import monte_carlo as mc
+from fpe_ref.theory.commands import theory
 
 LEVEL = 0.999  # confidence level of every closed-form-vs-samples assertion below
 

@@ -1,4 +1,4 @@
-"""Real-data FPE workflow (fpe_ref.vision) and its commands, on tiny files the tests write."""
+"""Real-data FPE workflow (fpe_ref.experiments.vision) and its commands, on tiny files the tests write."""
 
 import gzip
 import json
@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fpe_ref.data.fashion_mnist import DEFAULT_DATA_DIR
 from fpe_ref.errors import FPEError
 from fpe_ref.mlp import MLP
-from fpe_ref.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, relative_improvement,
+from fpe_ref.experiments.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, relative_improvement,
                             run_one, summarize, vision_train_config)
 
 ALL = ("dense", "random", "gram", "two-four", "rewire", "dense-scratch", "sparse-scratch")
@@ -151,7 +151,7 @@ def test_summarize_two_trials(emb):
 
 # ---------------------------------------------------------------- commands
 def _cli():
-    from cli import fpe
+    from fpe_ref.commands import fpe
 
     return fpe
 
@@ -293,7 +293,7 @@ def _assert_close_records(a, b, path=""):
 
 def test_numba_trainer_equals_the_reference_in_float64(emb, monkeypatch):
     """--trainer numba: the same run to rounding (one-hidden-layer models); rewiring falls back to numpy."""
-    from fpe_ref import vision
+    from fpe_ref.experiments import vision
 
     variants = ("dense", "random", "gram", "rewire", "dense-scratch", "sparse-scratch")
     ref = run_one(tiny_cfg(emb, variants=variants), 4, 0)

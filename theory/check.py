@@ -50,8 +50,8 @@ import numpy as np
 from fpe_ref.errors import FPEError
 from fpe_ref.rng import stream
 
-from . import closed_form as cf
-from . import monte_carlo as mc
+from fpe_ref.theory import closed_form as cf
+from fpe_ref.theory import monte_carlo as mc
 
 FORMAT_VERSION = 1
 

@@ -47,7 +47,7 @@ from scipy import stats
 from fpe_ref.errors import FPEError
 from fpe_ref.splits import random_split
 
-from . import closed_form as cf
+from fpe_ref.theory import closed_form as cf
 
 __all__ = [
     "SimResult",

@@ -37,8 +37,8 @@ import numpy as np  # noqa: E402
 from fpe_ref.errors import FPEError  # noqa: E402
 from fpe_ref.rng import stream  # noqa: E402
 
-from . import closed_form as cf  # noqa: E402
-from . import monte_carlo as mc  # noqa: E402
+from fpe_ref.theory import closed_form as cf  # noqa: E402
+from fpe_ref.theory import monte_carlo as mc  # noqa: E402
 
 #: (m, k, alpha, r values simulated) per coverage panel.
 COVERAGE_PANELS = [

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FPEError
+from fpe_ref.errors import FPEError
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

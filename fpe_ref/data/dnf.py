@@ -96,8 +96,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import FPEError
-from ..rng import as_rng
+from fpe_ref.errors import FPEError
+from fpe_ref.rng import as_rng
 
 DEFAULT_N_SAMPLES = 10000  # 8000 train = 16 batches of 500 (A.3.1); 2000 test, SE <= 1.1 points
 DEFAULT_TEST_FRACTION = 0.2

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FPEError
-from .classification import ClassificationData, check_finite, check_float_dtype
+from fpe_ref.errors import FPEError
+from fpe_ref.data.classification import ClassificationData, check_finite, check_float_dtype
 
 KEYS = ("X_train", "y_train", "X_test", "y_test")
 NAMES_KEY = "class_names"

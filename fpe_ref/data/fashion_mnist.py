@@ -44,8 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FPEError
-from .classification import ClassificationData, check_float_dtype
+from fpe_ref.errors import FPEError
+from fpe_ref.data.classification import ClassificationData, check_float_dtype
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 

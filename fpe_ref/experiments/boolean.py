@@ -4,7 +4,7 @@ Paper: Sec. 3.2 ("We repeat the previous workflow while varying the number of ne
 clauses ... expansion factor alpha = {2, 4}"), Figures 3 and 4, A.6 Tables A1/A2, A.3.1.
 
 One run = one grid point ``(m, hidden)`` x one ``alpha`` x one trial, computed by
-``fpe_ref.case_study.run_trial`` (Sec. 3.1's workflow: dense parent, clause and random
+``fpe_ref.experiments.case_study.run_trial`` (Sec. 3.1's workflow: dense parent, clause and random
 split, all three trained on). ``boolean_run`` is the *only* place that trains: a faster
 trainer plugs in there (give it its own ``trainer`` name, so its runs get their own keys).
 
@@ -42,11 +42,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .case_study import CaseStudyConfig, make_data, run_trial
-from .data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split
-from .errors import FPEError, check_positive_ints
-from .sweep import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
-from .train import TrainConfig
+from fpe_ref.experiments.case_study import CaseStudyConfig, make_data, run_trial
+from fpe_ref.data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split
+from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.experiments.runs import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
+from fpe_ref.train import TrainConfig
 
 KIND = "boolean"
 # Trainers, named in every run key. The suffix versions the numerics: "-v2" is the core since

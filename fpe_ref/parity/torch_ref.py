@@ -3,7 +3,7 @@
 Written from the conventions in ``docs/golden.md``, not from our NumPy code: autograd for
 every gradient, ``torch.nn.functional`` for Linear / LayerNorm / the losses,
 ``torch.optim.Adam`` for the optimizer, and Alg. A1 re-implemented with torch ops. It
-runs on the CPU or a CUDA device, in float64 or float32. Only ``fpe_ref.golden`` imports
+runs on the CPU or a CUDA device, in float64 or float32. Only ``fpe_ref.parity.golden`` imports
 this module, lazily, so fpe-ref itself never needs torch (extra ``torch``).
 
 Masks: a masked weight ``W`` enters every computation as ``W * M`` (the forward pass and
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 LN_EPS = 1e-5
 

@@ -49,7 +49,7 @@ def check(quick, seed, jobs, out_dir):
     lies in its Bonferroni-adjusted interval (family-wise 99.9%); point-wise 99.9% misses are
     reported with the number expected by chance. Writes OUT/check.json and OUT/check.txt.
     """
-    from .check import CheckConfig, format_report, run_check, write_report  # scipy.stats: import only when run
+    from fpe_ref.theory.check import CheckConfig, format_report, run_check, write_report  # scipy.stats: import only when run
 
     config = (CheckConfig.quick_config if quick else CheckConfig)(seed=seed, jobs=jobs)
     t0 = time.perf_counter()
@@ -72,7 +72,7 @@ def check(quick, seed, jobs, out_dir):
 @_out_option
 def plot(quick, seed, jobs, out_dir):
     """Draw coverage against r and the collision ratio against alpha (k = 2, 3, 4) into OUT/*.png."""
-    from .plot import run_plot
+    from fpe_ref.theory.plot import run_plot
 
     t0 = time.perf_counter()
     paths = run_plot(out_dir, seed=seed, jobs=jobs, quick=quick, echo=click.echo)

@@ -24,7 +24,7 @@ Sections (the issue's (a)-(d)):
 The expected outputs are computed by :func:`compute_numpy` -- our own layers, MLP, expand,
 optim and metrics -- and ``check --impl numpy`` calls the same function on the stored
 inputs, so our code reproduces the bundle exactly (tolerance 0). ``--impl torch`` runs the
-independent PyTorch implementation in :mod:`fpe_ref.torch_impl` (imported lazily).
+independent PyTorch implementation in :mod:`fpe_ref.parity.torch_ref` (imported lazily).
 
 Tolerance rule, per expected tensor ``ref`` and computed ``x`` (both compared in float64)::
 
@@ -46,14 +46,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import __version__, layers
-from .errors import FPEError
-from .expand import expand
-from .metrics import capacity, gram, mean_cosine
-from .mlp import MLP
-from .optim import Adam, Penalties
-from .train import train_step
-from .rng import stream
+from fpe_ref import __version__, layers
+from fpe_ref.errors import FPEError
+from fpe_ref.expand import expand
+from fpe_ref.metrics import capacity, gram, mean_cosine
+from fpe_ref.mlp import MLP
+from fpe_ref.optim import Adam, Penalties
+from fpe_ref.train import train_step
+from fpe_ref.rng import stream
 
 FORMAT_VERSION = 1
 NPZ_NAME = "golden.npz"
@@ -641,7 +641,7 @@ def _implementation(impl, device, dtype):
             raise FPEError("--impl numpy runs on the CPU only; use --impl torch --device cuda for a GPU")
         return (lambda cfg, inputs: compute_numpy(cfg, inputs, dtype)), f"numpy {np.__version__} (fpe-ref's own code)"
     try:
-        from . import torch_impl
+        from fpe_ref.parity import torch_ref as torch_impl
     except ImportError as exc:
         raise FPEError(f"--impl torch needs PyTorch ({exc}); install the extra: pip install 'fpe-ref[torch]'") from exc
     dev = torch_impl.resolve_device(device)

@@ -25,7 +25,7 @@ the weights in forward, ``torch.optim.Adam``, the same penalties) in the same ru
 The case study (Sec. 3.1: 5 trials x {dense parent phase 1, then dense / clause / random
 phase 2}, 1000 + 1000 epochs, 8000 training samples) is timed end to end four ways: NumPy
 one model at a time (the reference), numba one model at a time, numba batched
-(:func:`fpe_ref.case_study.run_trials`) and a PyTorch loop; the final test accuracies of all
+(:func:`fpe_ref.experiments.case_study.run_trials`) and a PyTorch loop; the final test accuracies of all
 four are compared (they train on the same batches from the same seeds).
 
 Everything runs on this machine's CPU in this process; the load average (before and after)
@@ -43,13 +43,13 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from . import kernels as K
-from .batched import FusedTrainer, train_batched
-from .errors import FPEError
-from .expand import expand
-from .mlp import MLP
-from .optim import Adam
-from .train import TrainConfig, train, train_step
+from fpe_ref.fast import kernels as K
+from fpe_ref.fast.trainer import FusedTrainer, train_batched
+from fpe_ref.errors import FPEError
+from fpe_ref.expand import expand
+from fpe_ref.mlp import MLP
+from fpe_ref.optim import Adam
+from fpe_ref.train import TrainConfig, train, train_step
 
 FORMAT_VERSION = 1
 MODELS = (("boolean", 32, 8, 1), ("boolean", 128, 16, 1), ("embedding", 512, 8, 100), ("embedding", 512, 32, 100),
@@ -361,10 +361,10 @@ def bench_steps(cfg: BenchConfig, log=print) -> list:
 
 # ----------------------------------------------------------------------------- case study
 def _case_study_loop(cs, train_fn):
-    """The Sec. 3.1 workflow (as :func:`fpe_ref.case_study.run_trials`) one model at a time;
+    """The Sec. 3.1 workflow (as :func:`fpe_ref.experiments.case_study.run_trials`) one model at a time;
     returns ``{variant: [final test acc per trial]}``."""
-    from .case_study import VARIANTS, make_data
-    from .rng import stream
+    from fpe_ref.experiments.case_study import VARIANTS, make_data
+    from fpe_ref.rng import stream
 
     tr, te, groups = make_data(cs)
     tcfg1 = replace(cs.train, epochs=cs.dense_epochs)
@@ -383,7 +383,7 @@ def _case_study_loop(cs, train_fn):
 
 def bench_case_study(cfg: BenchConfig, log=print) -> dict:
     """Wall time of the case study: NumPy / numba one model at a time, numba batched, PyTorch."""
-    from .case_study import VARIANTS, CaseStudyConfig, make_data, run_trials
+    from fpe_ref.experiments.case_study import VARIANTS, CaseStudyConfig, make_data, run_trials
 
     e = cfg.case_study_epochs
     cs = CaseStudyConfig(dense_epochs=e, fpe_epochs=e, trials=cfg.case_study_trials, seed=cfg.seed,

@@ -56,7 +56,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 # Fields that may differ between two invocations with the same seeds (excluded from identity checks).
 TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
@@ -67,7 +67,7 @@ ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arr
 # numba re-reads NUMBA_NUM_THREADS at every compilation (refusing a value that differs from its
 # running pool), so they are put in the environment only for the instant a worker process is
 # started (``_OneThreadSpawnProcess``), never left in the parent's: there they would also
-# misreport the parent's own BLAS (already loaded) to ``fpe_ref.batched.blas_threads``.
+# misreport the parent's own BLAS (already loaded) to ``fpe_ref.fast.trainer.blas_threads``.
 _THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "NUMBA_NUM_THREADS")
 

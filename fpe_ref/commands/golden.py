@@ -1,6 +1,6 @@
 """``fpe golden``: export the golden reference bundle and check an implementation against it.
 
-Thin click commands over :mod:`fpe_ref.golden`; registered on the ``fpe`` group in ``cli.py``.
+Thin click commands over :mod:`fpe_ref.parity.golden`; registered on the ``fpe`` group in ``cli.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def golden():
 @click.option("--force", is_flag=True, help="Overwrite a bundle already in DIR.")
 def export_cmd(out_dir, force):
     """Write the golden bundle into DIR (deterministic: two exports are byte-identical)."""
-    from fpe_ref.golden import MANIFEST_NAME, NPZ_NAME, export_bundle
+    from fpe_ref.parity.golden import MANIFEST_NAME, NPZ_NAME, export_bundle
 
     manifest = export_bundle(out_dir, force=force)
     tensors = manifest["tensors"].values()
@@ -57,7 +57,7 @@ def check_cmd(bundle_dir, impl, device, dtype, only):
     Prints the max absolute and relative error of every tensor (relative to the tensor's
     largest magnitude) and exits with status 1 if any tensor is outside its tolerance.
     """
-    from fpe_ref.golden import check_bundle
+    from fpe_ref.parity.golden import check_bundle
 
     report = check_bundle(bundle_dir, impl=impl, device=device, dtype=dtype, only=only)
     for line in report.lines():

@@ -44,8 +44,8 @@ import warnings
 
 import numpy as np
 
-from .errors import FPEError
-from .sweep import STORE_NAME, RunStore
+from fpe_ref.errors import FPEError
+from fpe_ref.experiments.runs import STORE_NAME, RunStore
 
 VARIANTS = ("dense", "clause", "random")
 SPLITS = ("clause", "random")

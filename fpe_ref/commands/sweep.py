@@ -1,7 +1,7 @@
 """``fpe sweep boolean`` and ``fpe report``: click commands, registered by ``cli.py``.
 
 Kept thin, as the house style asks: each command builds a config and calls
-``fpe_ref.boolean_sweep`` / ``fpe_ref.report``. They take the shared option helpers of
+``fpe_ref.experiments.boolean`` / ``fpe_ref.experiments.boolean_report``. They take the shared option helpers of
 ``cli.py`` as arguments (``commands(...)``) so that this module never imports ``cli``.
 """
 
@@ -11,7 +11,7 @@ import os
 
 import click
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 
 def commands(seed_option, train_options, train_config):
@@ -49,7 +49,7 @@ def commands(seed_option, train_options, train_config):
                                           "(Client.get_executor(); needs pip install 'fpe-ref[dask]').")
     @click.option("--scheduler", default=None, help="Address of the Dask scheduler, e.g. tcp://10.0.0.1:8786.")
     @click.option("--trainer", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True,
-                  help="numba: the fused kernels (fpe_ref.batched), about 10x faster, equal to the NumPy "
+                  help="numba: the fused kernels (fpe_ref.fast.trainer), about 10x faster, equal to the NumPy "
                        "reference to rounding; numpy: the reference (fpe_ref.train). Part of each run's key.")
     @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
     @click.option("--no-reuse", is_flag=True,
@@ -64,13 +64,13 @@ def commands(seed_option, train_options, train_config):
                     warmup_epochs):
         """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
-        Each run is one trial of the Sec. 3.1 workflow (fpe_ref.case_study.run_trial) at one
+        Each run is one trial of the Sec. 3.1 workflow (fpe_ref.experiments.case_study.run_trial) at one
         grid point and alpha. Runs are identified by their full settings, so grids that share
         a point compute it once, and finished runs in sibling sweep directories are reused.
         Then: fpe report <out>.
         """
-        from fpe_ref import boolean_sweep as bs
-        from fpe_ref.sweep import LineProgress, RunStore, dask_executor, local_executor
+        from fpe_ref.experiments import boolean as bs
+        from fpe_ref.experiments.runs import LineProgress, RunStore, dask_executor, local_executor
 
         names = list(grids) or ["all"]
         if "all" in names:
@@ -134,7 +134,7 @@ def commands(seed_option, train_options, train_config):
         beside the paper's, and absolute accuracies. Partially finished grids are reported
         with their missing cells marked.
         """
-        from fpe_ref import report as rp
+        from fpe_ref.experiments import boolean_report as rp
 
         path = sweep_dir
         if not os.path.isdir(path) and os.path.isdir(os.path.join("results", sweep_dir)):
@@ -147,7 +147,7 @@ def commands(seed_option, train_options, train_config):
 
 
 def _print_plan(bs, cfg, names, quick, out_dir):
-    from fpe_ref.sweep import RunStore, run_id
+    from fpe_ref.experiments.runs import RunStore, run_id
 
     store = RunStore(os.path.join(out_dir, "runs.jsonl"))
     done = set(store.load())

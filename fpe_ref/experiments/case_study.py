@@ -28,16 +28,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from .data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split, generate_dnf, train_test_split
-from .errors import FPEError, check_positive_ints
-from .expand import carry_optimizer, expand
-from .metrics import interference
-from .mlp import MLP
-from .rng import stream
-from .splits import check_alpha
-from .sweep import RunStore
-from .batched import train_batched
-from .train import TrainConfig, TrialSummary
+from fpe_ref.data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split, generate_dnf, train_test_split
+from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.expand import carry_optimizer, expand
+from fpe_ref.metrics import interference
+from fpe_ref.mlp import MLP
+from fpe_ref.rng import stream
+from fpe_ref.splits import check_alpha
+from fpe_ref.experiments.runs import RunStore
+from fpe_ref.fast.trainer import train_batched
+from fpe_ref.train import TrainConfig, TrialSummary
 
 VARIANTS = ("dense", "clause", "random")
 
@@ -78,7 +78,7 @@ def make_data(cfg: CaseStudyConfig):
 def run_trial(cfg: CaseStudyConfig, t: int, tr, te, groups, on_epoch=None, backend: str = "numpy"):
     """One trial: returns (record dict, {variant: trained MLP}, dense parent after phase 1).
 
-    ``backend="numba"`` trains the three phase-2 models side by side (:mod:`fpe_ref.batched`);
+    ``backend="numba"`` trains the three phase-2 models side by side (:mod:`fpe_ref.fast.trainer`);
     the result equals the numpy reference to rounding (~1e-11 in float64).
     """
     return run_trials(cfg, [t], tr, te, groups, on_epoch, backend)[0]

@@ -1,4 +1,4 @@
-"""Tables (Markdown) and figures (PNG) of the real-data FPE sweeps (``fpe_ref.vision``).
+"""Tables (Markdown) and figures (PNG) of the real-data FPE sweeps (``fpe_ref.experiments.vision``).
 
 Paper: Figure 5 (relative improvement and accuracy per parameter over the hidden size),
 Figure 6b (training curves by pre-training length), 6d (relative improvement by alpha),

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics import gram  # noqa: E402
+from fpe_ref.metrics import gram  # noqa: E402
 
 
 def _clause_lines(ax, groups, axis="x"):

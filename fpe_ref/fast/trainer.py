@@ -31,7 +31,7 @@ Backends
 ``"numpy"``
     the reference: one model after the other through :func:`fpe_ref.train.train`.
 ``"numba"``
-    :mod:`fpe_ref.kernels`' fused one-hidden-layer step (gather, forward, loss, backward,
+    :mod:`fpe_ref.fast.kernels`' fused one-hidden-layer step (gather, forward, loss, backward,
     penalties and Adam in one compiled function) on the sparse CSR storage: masked weights are
     not stored, so they cannot become non-zero, and each product costs what its stored
     weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
@@ -59,10 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels as K
-from .errors import FPEError
-from .optim import Adam
-from .train import History, TrainConfig, check_data
+from fpe_ref.fast import kernels as K
+from fpe_ref.errors import FPEError
+from fpe_ref.optim import Adam
+from fpe_ref.train import History, TrainConfig, check_data
 
 BACKENDS = ("numpy", "numba")
 _PARALLEL_WORK = 1 << 21  # (nnz1 + nnz2) * batch above which one model's products run in parallel
@@ -296,7 +296,7 @@ def blas_threads() -> int | None:
 
     What matters when threadpoolctl is missing: the variables, set before NumPy loaded its
     BLAS, are then the only limit (the sweep's workers get them at spawn;
-    :func:`fpe_ref.sweep.local_executor` never sets them in the parent).
+    :func:`fpe_ref.experiments.runs.local_executor` never sets them in the parent).
     """
     import os
 
@@ -373,7 +373,7 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
     if not models:
         return []
     if backend == "numpy":
-        from .train import train
+        from fpe_ref.train import train
 
         return [train(m, X, y, cfg, r, X_test=X_test, y_test=y_test, optimizer=o, on_epoch=on_epoch, backend="numpy")
                 for m, r, o in zip(models, rngs, optimizers)]

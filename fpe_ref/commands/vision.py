@@ -1,8 +1,8 @@
 """``fpe reproduce fashion-mnist | embeddings | pretrain-timing | alpha | two-four | rewiring``.
 
 Thin click commands, registered by ``cli.py`` into the ``reproduce`` group: each builds a
-``fpe_ref.vision.VisionConfig``, runs (or resumes) the sweep with ``fpe_ref.sweep`` and
-writes tables and figures with ``fpe_ref.vision_report``. Every output directory holds
+``fpe_ref.experiments.vision.VisionConfig``, runs (or resumes) the sweep with ``fpe_ref.experiments.runs`` and
+writes tables and figures with ``fpe_ref.experiments.vision_report``. Every output directory holds
 ``runs.jsonl`` (one line per finished hidden-size x trial), ``sweep.json`` (the resolved
 config), ``tables.md``, ``summary.json`` and the figures; rerunning a command resumes.
 """
@@ -17,7 +17,7 @@ import sys
 import click
 import numpy as np
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 COMMON_NOTE = (
     "Training (not stated by the paper for vision; our choices): Adam lr 1e-3, batch 500, "
@@ -81,7 +81,7 @@ def data_opts(default_note):
 
 
 def _train(lr, batch_size, l1, l2):
-    from .vision import vision_train_config
+    from fpe_ref.experiments.vision import vision_train_config
 
     return vision_train_config(lr=lr, batch_size=batch_size, l1=l1, l2=l2)
 
@@ -110,15 +110,15 @@ def _command_line() -> str:
 
 def _class_names(cfg):
     if cfg.dataset == "fashion-mnist":
-        from .data.fashion_mnist import FASHION_MNIST_CLASSES
+        from fpe_ref.data.fashion_mnist import FASHION_MNIST_CLASSES
 
         return FASHION_MNIST_CLASSES
     return None
 
 
 def _trainer_key(trainer: str) -> str:
-    """--trainer (a ``train`` backend) -> the versioned name stored in the run key (fpe_ref.vision.TRAINERS)."""
-    from .vision import TRAINERS
+    """--trainer (a ``train`` backend) -> the versioned name stored in the run key (fpe_ref.experiments.vision.TRAINERS)."""
+    from fpe_ref.experiments.vision import TRAINERS
 
     return {backend: name for name, backend in TRAINERS.items()}[trainer]
 
@@ -134,8 +134,8 @@ def _post_epochs(post_epochs, pretrain_epochs):
 
 def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
     """Run/resume one sweep with a line progress bar; returns the finished records of ``hiddens``."""
-    from .sweep import LineProgress, local_executor
-    from .vision import load_records, run_vision_sweep
+    from fpe_ref.experiments.runs import LineProgress, local_executor
+    from fpe_ref.experiments.vision import load_records, run_vision_sweep
 
     if jobs is not None and jobs < 1:
         raise FPEError(f"--jobs must be >= 1, got {jobs}")
@@ -188,8 +188,8 @@ def settings_block(cfg, hiddens, extra="", schedule=None) -> str:
 
 def report_sweep(cfg, records, hiddens, out_dir, title, figure_name):
     """summary.json, tables.md and the Figure-5-style figure of one sweep; echo the main tables."""
-    from . import vision_report as vr
-    from .vision import summarize
+    from fpe_ref.experiments import vision_report as vr
+    from fpe_ref.experiments.vision import summarize
 
     if not records:
         raise FPEError(f"no finished runs in {out_dir}")
@@ -209,7 +209,7 @@ def report_sweep(cfg, records, hiddens, out_dir, title, figure_name):
 
 # ---------------------------------------------------------------- commands
 def commands():
-    from .vision import VisionConfig
+    from fpe_ref.experiments.vision import VisionConfig
 
     @click.command("fashion-mnist")
     @click.option("--hidden", type=int, multiple=True,
@@ -443,8 +443,8 @@ def commands():
         (fresh Adam) and the random-split model train total - P more. Curves: mean test
         accuracy per epoch +- s.e.m.; table: final accuracy per split time.
         """
-        from . import vision_report as vr
-        from .vision import summarize
+        from fpe_ref.experiments import vision_report as vr
+        from fpe_ref.experiments.vision import summarize
 
         ds = _dataset(data_file, data_dir, n_classes)
         splits_at = sorted(dict.fromkeys(split_at or (1, 5, 10, 20, 30)))

@@ -56,7 +56,7 @@ wrapper                    math                           loop (compiled)
 Fused training (last section): :func:`_fused_step_py` is one whole Alg. A3 step of a
 one-hidden-layer net on this storage (gather, forward, loss, backward, penalties, Adam) and
 ``model_epochs_serial`` / ``model_epochs_parallel`` run epochs of it for one model of a stack
-(serial products, one model per thread; or parallel products); :mod:`fpe_ref.batched` drives
+(serial products, one model per thread; or parallel products); :mod:`fpe_ref.fast.trainer` drives
 them.
 
 ``sparse_linear_forward`` / ``sparse_linear_backward`` are the batch-major ``(n, in)`` pair
@@ -105,7 +105,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from .errors import FPEError
+from fpe_ref.errors import FPEError
 
 __all__ = [
     "SparseLinear",
@@ -1151,7 +1151,7 @@ def _compile_composites(bindings, suffix):
 _SERIAL = _compile_composites(_SERIAL, "serial")
 _PARALLEL = _compile_composites(_PARALLEL, "parallel")
 globals().update({k: v for k, v in _SERIAL.items() if k not in globals()})
-# Many small models: one model per thread, serial products inside (fpe_ref.batched runs these
+# Many small models: one model per thread, serial products inside (fpe_ref.fast.trainer runs these
 # from a pool of Python threads; the kernels release the GIL). A numba ``prange`` over the
 # models would do the same but took ~20 s more to compile.
 model_epochs_serial = _SERIAL["_model_epochs_x"]

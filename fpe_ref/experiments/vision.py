@@ -55,19 +55,19 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .deep import expand_alternating
-from .errors import FPEError, check_positive_ints
-from .metrics import mean_cosine
-from .mlp import MLP
-from .rewire import RewireSchedule, RewiringAdam
-from .rng import stream
-from .splits import check_alpha
-from .sweep import STORE_NAME, RunStore, open_sweep_dir, run_sweep
-from .train import TrainConfig, TrialSummary, train
+from fpe_ref.deep import expand_alternating
+from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.metrics import mean_cosine
+from fpe_ref.mlp import MLP
+from fpe_ref.rewire import RewireSchedule, RewiringAdam
+from fpe_ref.rng import stream
+from fpe_ref.splits import check_alpha
+from fpe_ref.experiments.runs import STORE_NAME, RunStore, open_sweep_dir, run_sweep
+from fpe_ref.train import TrainConfig, TrialSummary, train
 
 KIND = "vision"
 TRAINER = "numpy-reference"  # fpe_ref.train.train, backend "numpy" (the default)
-# trainer name -> train() backend. "numba-v1": the fused numba step (fpe_ref.batched) for every
+# trainer name -> train() backend. "numba-v1": the fused numba step (fpe_ref.fast.trainer) for every
 # model it supports (one hidden layer, no LayerNorm, plain Adam); the others (deep nets,
 # rewiring) still train with NumPy. Equal to the reference to rounding, so part of the key.
 TRAINERS = {TRAINER: "numpy", "numba-v1": "numba"}
@@ -196,7 +196,7 @@ def _file_stamp(dataset, data_path) -> str:
     import hashlib
 
     if dataset == "fashion-mnist" and not data_path:
-        from .data.fashion_mnist import DEFAULT_DATA_DIR as data_path
+        from fpe_ref.data.fashion_mnist import DEFAULT_DATA_DIR as data_path
     path = os.fspath(data_path)
     h = hashlib.sha1()
     try:
@@ -231,11 +231,11 @@ def _load_split_cached(dataset, data_path, n_classes, dtype, val_fraction, seed,
     (``stream(seed, "val-split")``), removed from training. ``X_val`` is ``None`` when 0.
     """
     if dataset == "fashion-mnist":
-        from .data.fashion_mnist import load_fashion_mnist
+        from fpe_ref.data.fashion_mnist import load_fashion_mnist
 
         data = load_fashion_mnist(data_path, dtype=dtype)
     else:
-        from .data.embeddings import load_embeddings
+        from fpe_ref.data.embeddings import load_embeddings
 
         data = load_embeddings(data_path, n_classes=n_classes, dtype=dtype)
     X, y = data.X_train, data.y_train
@@ -309,7 +309,7 @@ def _schedule(cfg: VisionConfig, n_train: int) -> RewireSchedule:
 
 def _backend(cfg: VisionConfig, model: MLP, optimizer) -> str:
     """``train``'s backend for ``model`` under ``cfg.trainer`` (numba only where it applies)."""
-    from .batched import numba_unsupported
+    from fpe_ref.fast.trainer import numba_unsupported
 
     backend = TRAINERS[cfg.trainer]
     if backend == "numba" and numba_unsupported(model, cfg.train, optimizer) is not None:
@@ -357,7 +357,7 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
                      "pruned": {s.layer: {k: int(len(p)) for k, p in s.pruned.items()} for s in res.steps},
                      "dead_children": {int(k): int(len(x)) for k, x in res.dead_children.items()}}
             if name == "gram":
-                from .splits import gram_groups
+                from fpe_ref.splits import gram_groups
 
                 groups = gram_groups(parent.params["W1"], cfg.gram_clusters, cfg.gram_linkage)
                 extra["gram_cluster_sizes"] = sorted((int(len(g)) for g in groups), reverse=True)
