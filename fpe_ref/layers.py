@@ -6,9 +6,15 @@ gradients named ``d<name>``. Shapes: batch-major, ``x`` is ``(n, in)``; weights 
 
 Paper: Sec. 2.1 (z = W2 ReLU(W1 x + b1) + b2; sigmoid + BCE for binary tasks, softmax
 cross-entropy for multiclass), A.7 (LayerNorm before each activation in deep MLPs).
+
+:data:`LOSSES` is the one table of the losses and their prediction rules (A3 line 22):
+``"bce"`` for one logit (predict ``z > 0``), ``"xent"`` for several (predict the first
+argmax). The model, the trainers and the parity code all read it from here.
 """
 
 from __future__ import annotations
+
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -116,6 +122,34 @@ def softmax_cross_entropy(z, y):
     dz = e / s
     dz[idx, y] -= 1.0
     return float(loss), dz / n
+
+
+def predict_binary(z):
+    """Labels from one logit per sample: ``1`` where ``z > 0`` (``sigmoid(z) > 1/2``), as int64."""
+    return (z[:, 0] > 0).astype(np.int64)
+
+
+def predict_argmax(z):
+    """Labels from ``C`` logits per sample: the first index of the largest."""
+    return z.argmax(axis=1)
+
+
+class Loss(NamedTuple):
+    """A loss with its prediction rule; :data:`LOSSES` holds the two the paper uses."""
+
+    loss: Callable  # (logits, y) -> (mean loss, dL/dlogits)
+    predict: Callable  # logits -> int labels
+
+
+LOSSES = {
+    "bce": Loss(bce_with_logits, predict_binary),  # C = 1: the Boolean tasks
+    "xent": Loss(softmax_cross_entropy, predict_argmax),  # C > 1: FashionMNIST, embeddings
+}
+
+
+def loss_name(n_outputs: int) -> str:
+    """The key of :data:`LOSSES` for a net with ``n_outputs`` logits."""
+    return "bce" if n_outputs == 1 else "xent"
 
 
 def sigmoid(z):

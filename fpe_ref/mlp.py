@@ -22,6 +22,7 @@ import numpy as np
 
 from fpe_ref import layers
 from fpe_ref.errors import FPEError
+from fpe_ref.rng import as_rng
 
 FORMAT_VERSION = 1
 
@@ -89,6 +90,7 @@ class MLP:
 
         ``sizes = [d, h1, ..., C]``; ``C = 1`` means a binary task (BCE-with-logits).
         """
+        rng = as_rng(rng)  # an int seed or a Generator
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or any(s < 1 for s in sizes):
             raise FPEError(f"layer sizes must be >= 1 and at least [d, C], got {sizes}")
@@ -171,7 +173,7 @@ class MLP:
     @property
     def loss_name(self) -> str:
         """``bce`` for one output logit, ``xent`` (softmax cross-entropy) for several."""
-        return "bce" if self.sizes[-1] == 1 else "xent"
+        return layers.loss_name(self.sizes[-1])
 
     def mask_of(self, name):
         return self.masks.get(name)
@@ -209,9 +211,7 @@ class MLP:
 
     def loss(self, logits, y):
         """Data loss and ``dL/dlogits``: BCE-with-logits for C = 1, softmax cross-entropy otherwise."""
-        if self.loss_name == "bce":
-            return layers.bce_with_logits(logits, y)
-        return layers.softmax_cross_entropy(logits, y)
+        return layers.LOSSES[self.loss_name].loss(logits, y)
 
     def loss_and_grads(self, X, y):
         logits, caches = self.forward(X)
@@ -221,9 +221,7 @@ class MLP:
     def predict(self, X):
         """Predicted labels: ``logit > 0`` (i.e. sigmoid > 0.5, A3 line 22) or argmax."""
         logits, _ = self.forward(X)
-        if self.loss_name == "bce":
-            return (logits[:, 0] > 0).astype(np.int64)
-        return logits.argmax(axis=1)
+        return layers.LOSSES[self.loss_name].predict(logits)
 
     def accuracy(self, X, y) -> float:
         return float(np.mean(self.predict(X) == np.asarray(y).astype(np.int64)))

@@ -55,6 +55,22 @@ def penalty_loss_and_grads(params: dict, masks: dict, pen: Penalties):
     return loss, grads
 
 
+def schedule(cfg, epoch: int):
+    """Alg. A3 line 8 for epoch ``epoch = 1..N``: ``(learning rate, Penalties)`` after the warm-up.
+
+    ``r = min(1, epoch / cfg.warmup_epochs)``; ``cfg.warmup`` says what ``r`` scales (the
+    paper is silent, :mod:`fpe_ref.train` lists the readings): ``"lr"`` gives ``r * lr``,
+    ``"penalty"`` gives ``r * lambda`` for every penalty, ``"none"`` leaves both unscaled.
+    ``cfg`` is a :class:`~fpe_ref.train.TrainConfig` (any object with ``lr``, ``warmup``,
+    ``warmup_epochs`` and ``penalties``). Every trainer of fpe-ref takes its epoch's
+    coefficients from here.
+    """
+    r = min(1.0, epoch / cfg.warmup_epochs)
+    lr = cfg.lr * r if cfg.warmup == "lr" else cfg.lr
+    pen = cfg.penalties.scaled(r) if cfg.warmup == "penalty" else cfg.penalties
+    return lr, pen
+
+
 class Adam:
     """Adam with PyTorch's semantics (``torch.optim.Adam``, no weight decay, no amsgrad).
 

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fpe_ref.errors import FPEError
+from fpe_ref.rng import as_rng
 from fpe_ref.optim import Adam
 
 DECAYS = ("constant", "cosine")
@@ -90,6 +91,7 @@ def rewire_matrix(W, M, frac: float, rng, moments=()):
     before and after); every array in ``moments`` (Adam's ``m`` and ``v`` of ``W``) is zeroed
     at the pruned and grown positions. The mask-on count is unchanged.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     if not (W.flags.c_contiguous and M.flags.c_contiguous and M.dtype == bool and W.shape == M.shape):
         raise FPEError("rewire_matrix needs C-contiguous weight and boolean mask arrays of one shape")
     Mf, Wf = M.reshape(-1), W.reshape(-1)  # views, so the edits below land in M and W
@@ -129,6 +131,7 @@ class RewiringAdam(Adam):
     """
 
     def __init__(self, params: dict, schedule: RewireSchedule, rng, names=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+        rng = as_rng(rng)  # an int seed or a Generator
         super().__init__(params, lr, betas, eps)
         if not isinstance(schedule, RewireSchedule):
             raise FPEError(f"schedule must be a RewireSchedule, got {type(schedule).__name__}")
@@ -140,6 +143,7 @@ class RewiringAdam(Adam):
     @classmethod
     def from_adam(cls, opt: Adam, schedule: RewireSchedule, rng, names=None) -> "RewiringAdam":
         """Continue from an existing Adam state (moments and step count copied)."""
+        rng = as_rng(rng)  # an int seed or a Generator
         new = cls(opt.m, schedule, rng, names, opt.lr, opt.betas, opt.eps)
         new.t = opt.t
         new.m = {k: v.copy() for k, v in opt.m.items()}

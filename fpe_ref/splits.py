@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from fpe_ref.errors import FPEError
+from fpe_ref.rng import as_rng
 
 
 def check_alpha(alpha, fan_in: int) -> int:
@@ -45,7 +46,7 @@ def check_alpha(alpha, fan_in: int) -> int:
     return alpha
 
 
-def random_child_of(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+def random_child_of(h: int, d: int, alpha: int, rng) -> np.ndarray:
     """Balanced random partitions of ``d`` inputs into ``alpha`` children, for ``h`` parents at once.
 
     Returns ``child_of``, shape ``(h, d)``: ``child_of[i, x]`` = the child of parent ``i`` that
@@ -54,6 +55,7 @@ def random_child_of(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.
     ``d // alpha`` inputs, plus one for the ``d % alpha`` children that come first in that
     random order (no child index is systematically larger).
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     alpha = check_alpha(alpha, d)
     order = rng.permuted(np.tile(np.arange(d), (h, 1)), axis=1)  # (h, d): random input order per parent
     ranks = rng.permuted(np.tile(np.arange(alpha), (h, 1)), axis=1)  # (h, alpha): random child order
@@ -62,28 +64,31 @@ def random_child_of(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.
     return child_of
 
 
-def random_partition(d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+def random_partition(d: int, alpha: int, rng) -> np.ndarray:
     """One parent's balanced random partition: ``child_of`` (d,) (see ``random_child_of``)."""
+    rng = as_rng(rng)  # an int seed or a Generator
     return random_child_of(1, d, alpha, rng)[0]
 
 
-def random_split(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+def random_split(h: int, d: int, alpha: int, rng) -> np.ndarray:
     """Balanced random split of ``h`` parents: boolean masks ``(h * alpha, d)``.
 
     Paper: Sec. 3.1 "random splitting (layer weights are randomly assigned to a subneuron)";
     Sec. 2.5/A.5 analyse the same construction with degree ``d / alpha``. Vectorised over
     parents (theory/'s Monte Carlo calls it for 10^4+ parents).
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     child_of = random_child_of(h, d, alpha, rng)  # (h, d)
     return (child_of[:, None, :] == np.arange(alpha)[None, :, None]).reshape(h * alpha, d)
 
 
-def group_partition(groups, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+def group_partition(groups, d: int, alpha: int, rng) -> np.ndarray:
     """One parent's partition that keeps every group of inputs on one child.
 
     ``groups`` is a list of index arrays (e.g. the clauses); inputs in no group are treated
     as singleton groups. Returns ``child_of``, shape ``(d,)``.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     alpha = check_alpha(alpha, d)
     group_id = np.full(d, -1, dtype=np.int64)
     for g, idx in enumerate(groups):
@@ -115,12 +120,13 @@ def group_partition(groups, d: int, alpha: int, rng: np.random.Generator) -> np.
     return child_of_group[group_id]
 
 
-def group_split(h: int, d: int, alpha: int, groups, rng: np.random.Generator) -> np.ndarray:
+def group_split(h: int, d: int, alpha: int, groups, rng) -> np.ndarray:
     """Group-preserving split of ``h`` parents (clause split, Gram-cluster split): ``(h * alpha, d)``.
 
     Paper: Sec. 3.1 "clause splitting (all weights from a given clause are assigned to the
     same subneuron)". Each parent draws its own assignment of groups to children.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     masks = np.zeros((h * alpha, d), dtype=bool)
     for i in range(h):
         child_of = group_partition(groups, d, alpha, rng)
@@ -207,12 +213,13 @@ def gram_groups(W, n_clusters: int = 16, linkage: str = "ward") -> list:
     return sorted(groups, key=lambda g: int(g[0]))
 
 
-def gram_split(W, alpha: int, rng: np.random.Generator, n_clusters: int = 16, linkage: str = "ward") -> np.ndarray:
+def gram_split(W, alpha: int, rng, n_clusters: int = 16, linkage: str = "ward") -> np.ndarray:
     """Gram-cluster split of the ``h`` parents of ``W`` (h, d): ``(h * alpha, d)`` masks.
 
     ``group_split`` over ``gram_groups(W, n_clusters, linkage)``: every cluster stays on one
     child; each parent draws its own balanced assignment of clusters to children.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     W = np.asarray(W)
     if W.ndim != 2:
         raise FPEError(f"gram_split needs a 2-D weight matrix (h, d), got shape {W.shape}")
@@ -222,7 +229,7 @@ def gram_split(W, alpha: int, rng: np.random.Generator, n_clusters: int = 16, li
 
 
 # ---------------------------------------------------------------- 2:4 structured split (A.7)
-def two_four_split(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.ndarray:
+def two_four_split(h: int, d: int, alpha: int, rng) -> np.ndarray:
     """2:4 structured split (A.7): ``(h * 2, d)`` masks in which every block of 4 is 2 + 2.
 
     Paper: A.7 "For an expansion factor of alpha=2, each group of four consecutive weights
@@ -237,6 +244,7 @@ def two_four_split(h: int, d: int, alpha: int, rng: np.random.Generator) -> np.n
     Re-sparsification can only remove further weights, so after ``expand`` each block of a
     child row holds *at most* 2 non-zeros (still valid 2:4).
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     if check_alpha(alpha, d) != 2:
         raise FPEError(f"the 2:4 split is defined for alpha=2 only, got alpha={alpha}")
     if d % 4:

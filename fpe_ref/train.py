@@ -32,8 +32,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
-from fpe_ref.optim import Adam, Penalties, penalty_loss_and_grads
+from fpe_ref.errors import FPEError, check_int
+from fpe_ref.rng import as_rng
+from fpe_ref.layers import LOSSES
+from fpe_ref.optim import Adam, Penalties, penalty_loss_and_grads, schedule
 
 WARMUPS = ("lr", "penalty", "none")
 
@@ -58,9 +60,7 @@ class TrainConfig:
         if self.warmup not in WARMUPS:
             raise FPEError(f"warmup must be one of {WARMUPS}, got {self.warmup!r}")
         for name in ("epochs", "warmup_epochs", "batch_size", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
-                raise FPEError(f"{name} must be a positive integer, got {v!r}")
+            check_int(name, getattr(self, name), 0 if name == "epochs" else 1, what="a positive integer")
         for name in ("lr", "l1", "l2", "orth", "eps"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
@@ -116,9 +116,11 @@ def train_step(model, opt: Adam, Xb, yb, pen: Penalties, lr: float):
     return loss + pen_loss, logits
 
 
-def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None,
-          backend: str = "numpy"):
-    """Train ``model`` in place for ``cfg.epochs`` epochs (one phase of Alg. A3).
+def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None):
+    """Train ``model`` in place for ``cfg.epochs`` epochs (one phase of Alg. A3): the reference loop.
+
+    The compiled trainer (:mod:`fpe_ref.fast.trainer`) is tested equal to this loop to
+    rounding; experiments choose between them in :mod:`fpe_ref.experiments.trainers`.
 
     Parameters
     ----------
@@ -132,21 +134,12 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
         Continue from this optimizer state; a fresh ``Adam`` otherwise.
     on_epoch : callable(epoch, history), optional
         Called after each epoch (progress bars).
-    backend : "numpy" (this loop, the reference) or "numba" (the fused compiled step of
-        :mod:`fpe_ref.fast.trainer` for one-hidden-layer MLPs without LayerNorm: the same
-        shuffles, warm-up and penalties, masked weights not even stored; equal to this loop
-        to rounding, ~1e-11 in float64 after 1000 steps).
 
     Returns
     -------
     optimizer, history
     """
-    if backend != "numpy":
-        from fpe_ref.fast.trainer import check_backend, train_batched
-
-        check_backend(backend)
-        return train_batched([model], X, y, cfg, [rng], X_test=X_test, y_test=y_test, optimizers=[optimizer],
-                             on_epoch=on_epoch, backend=backend)[0]
+    rng = as_rng(rng)  # an int seed or a Generator
     check_data(X, y, model)
     if X_test is not None:
         check_data(X_test, y_test, model, "test")
@@ -154,11 +147,9 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
     opt = optimizer or Adam(model.params, cfg.lr, cfg.betas, cfg.eps)
     hist = History()
     n, B = X.shape[0], cfg.batch_size
-    binary = model.loss_name == "bce"
+    predict = LOSSES[model.loss_name].predict
     for epoch in range(1, cfg.epochs + 1):
-        r = min(1.0, epoch / cfg.warmup_epochs)  # Alg. A3 line 8
-        lr = cfg.lr * r if cfg.warmup == "lr" else cfg.lr
-        pen = cfg.penalties.scaled(r) if cfg.warmup == "penalty" else cfg.penalties
+        lr, pen = schedule(cfg, epoch)  # Alg. A3 line 8: the warm-up ratio r
         order = rng.permutation(n)
         loss_sum = correct = 0.0
         for start in range(0, n, B):
@@ -166,8 +157,7 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
             Xb, yb = X[idx], y[idx]
             loss, logits = train_step(model, opt, Xb, yb, pen, lr)
             loss_sum += loss * len(idx)
-            pred = (logits[:, 0] > 0) if binary else logits.argmax(axis=1)
-            correct += float(np.sum(pred == yb))
+            correct += float(np.sum(predict(logits) == yb))
         hist.loss.append(loss_sum / n)
         hist.train_acc.append(correct / n)
         if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):

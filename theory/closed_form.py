@@ -54,7 +54,7 @@ from functools import lru_cache
 import numpy as np
 from scipy.special import gammaln
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 
 __all__ = [
     "log_binom",
@@ -93,16 +93,8 @@ MAX_EXACT_CLAUSES = 256
 
 
 def _as_int(name: str, value, lo: int) -> int:
-    """Return ``value`` as an int >= ``lo`` or raise FPEError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        if isinstance(value, (float, np.floating)) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise FPEError(f"{name} must be an integer >= {lo}, got {value!r}")
-    value = int(value)
-    if value < lo:
-        raise FPEError(f"{name} must be an integer >= {lo}, got {value}")
-    return value
+    """Return ``value`` as an int >= ``lo`` (a float holding an integer is accepted) or raise FPEError."""
+    return check_int(name, value, lo, integral_float=True)
 
 
 def _check_mdk(m, d, k) -> tuple[int, int, int]:

@@ -45,6 +45,7 @@ import numpy as np
 from scipy import stats
 
 from fpe_ref.errors import FPEError
+from fpe_ref.rng import as_rng
 from fpe_ref.splits import random_split
 
 from fpe_ref.theory import closed_form as cf
@@ -379,7 +380,7 @@ def slot_degrees(m, alpha, r) -> np.ndarray:
     return np.tile(group, int(r))
 
 
-def uniform_u32(rng: np.random.Generator, shape) -> np.ndarray:
+def uniform_u32(rng, shape) -> np.ndarray:
     """Uniform 32-bit integers of the given 2-d shape, drawn as full-range uint64 and split in halves.
 
     ``rng.integers(0, 2^64 - 1, endpoint=True, dtype=uint64)`` gives 64 uniform bits per call,
@@ -387,13 +388,14 @@ def uniform_u32(rng: np.random.Generator, shape) -> np.ndarray:
     the machine's byte order (little-endian on x86/ARM); the numbers are the same on every
     such machine for a given ``rng``.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     rows, cols = (int(x) for x in shape)
     cols2 = cols + (cols & 1)  # even number of 32-bit columns
     raw = rng.integers(0, np.iinfo(np.uint64).max, size=(rows, cols2 // 2), dtype=np.uint64, endpoint=True)
     return raw.view(np.uint32)[:, :cols]
 
 
-def simulate_independent(m, k, alpha, r, n_networks, rng: np.random.Generator, *, chunk: int = 1 << 22) -> SimResult:
+def simulate_independent(m, k, alpha, r, n_networks, rng, *, chunk: int = 1 << 22) -> SimResult:
     """Model (a), the paper's (Sec. A.5): ``alpha r`` independent neurons per network.
 
     Parameters
@@ -405,6 +407,7 @@ def simulate_independent(m, k, alpha, r, n_networks, rng: np.random.Generator, *
     rng : numpy.random.Generator
         Source of all randomness (uint32 draws, in chunks of about ``chunk`` numbers).
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     m, k, alpha, r, C, n_networks = _check_sim(m, k, alpha, r, n_networks)
     t0 = time.perf_counter()
     degrees = slot_degrees(m, alpha, r)
@@ -426,7 +429,7 @@ def simulate_independent(m, k, alpha, r, n_networks, rng: np.random.Generator, *
     return SimResult("a", m, k, alpha, r, all_cov, coll, missed, hits, n_networks * n_slots, n_networks * n_slots, time.perf_counter() - t0)
 
 
-def simulate_split(m, k, alpha, r, n_networks, rng: np.random.Generator, *, chunk_rows: int = 1 << 15) -> SimResult:
+def simulate_split(m, k, alpha, r, n_networks, rng, *, chunk_rows: int = 1 << 15) -> SimResult:
     """Model (b), what fpe-ref builds: ``r`` parents per network, each split by ``fpe_ref.splits.random_split``.
 
     ``random_split(h, m, alpha, rng)`` is called on blocks of whole networks
@@ -435,6 +438,7 @@ def simulate_split(m, k, alpha, r, n_networks, rng: np.random.Generator, *, chun
     the "split" is the identity (the parent itself); ``random_split`` only accepts
     ``alpha >= 2``, so that case builds all-ones masks directly.
     """
+    rng = as_rng(rng)  # an int seed or a Generator
     m, k, alpha, r, C, n_networks = _check_sim(m, k, alpha, r, n_networks)
     t0 = time.perf_counter()
     n_neur = alpha * r

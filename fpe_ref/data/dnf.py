@@ -96,7 +96,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.rng import as_rng
 
 DEFAULT_N_SAMPLES = 10000  # 8000 train = 16 batches of 500 (A.3.1); 2000 test, SE <= 1.1 points
@@ -186,19 +186,9 @@ class DNFData:
 
 # ----------------------------------------------------------------------------- validation
 
-def _check_int(name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``; FPEError naming ``name`` and the value otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise FPEError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise FPEError(f"{name} must be an integer >= {minimum}, got {value}")
-    return value
-
-
 def _check_m_k(m, k) -> tuple[int, int]:
-    k = _check_int("k", k, 1)
-    m = _check_int("m", m, 1)
+    k = check_int("k", k, 1)
+    m = check_int("m", m, 1)
     if m % k:
         raise FPEError(f"m={m} is not divisible by k={k}: clauses must partition the literals")
     return m, k
@@ -237,8 +227,8 @@ def prob_no_full_clause(n_clauses: int, k: int, t: int) -> float:
 def _check_bounds(m: int, k: int, min_ones, max_ones) -> tuple[int, int]:
     """Validate (or default) the active-bit bounds; see the module docstring, "Feasibility"."""
     d_lo, d_hi = default_ones_bounds(m, k)
-    lo = d_lo if min_ones is None else _check_int("min_ones", min_ones, 0)
-    hi = max(d_hi, lo) if max_ones is None else _check_int("max_ones", max_ones, 0)
+    lo = d_lo if min_ones is None else check_int("min_ones", min_ones, 0)
+    hi = max(d_hi, lo) if max_ones is None else check_int("max_ones", max_ones, 0)
     if max_ones is not None and hi < k:
         raise FPEError(
             f"max_ones={hi} is below k={k}: a positive has all k literals of a clause on")
@@ -396,7 +386,7 @@ def generate_dnf(n: int, m: int, k: int = DEFAULT_K, rng=None, *,
         Bad ``n``, ``m``, ``k``, seed, or bounds that make a class impossible or the
         rejection loop hopeless (the message names the value).
     """
-    n = _check_int("n", n, 2)
+    n = check_int("n", n, 2)
     m, k = _check_m_k(m, k)
     lo, hi = _check_bounds(m, k, min_ones, max_ones)
     rng = as_rng(rng)
@@ -465,7 +455,7 @@ def evaluate_dnf(bits, k) -> np.ndarray:
 
 def check_test_split(n: int, test_fraction: float) -> int:
     """``n_test = round(test_fraction * n)``; FPEError unless both sides are non-empty."""
-    n = _check_int("n", n, 1)
+    n = check_int("n", n, 1)
     if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.floating))
             or not 0.0 < test_fraction < 1.0):  # also rejects NaN
         raise FPEError(f"test_fraction must be a number in (0, 1), got {test_fraction!r}")

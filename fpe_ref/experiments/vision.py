@@ -63,7 +63,8 @@ from fpe_ref.rewire import RewireSchedule, RewiringAdam
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
 from fpe_ref.experiments.runs import STORE_NAME, RunStore, open_sweep_dir, run_sweep
-from fpe_ref.train import TrainConfig, TrialSummary, train
+from fpe_ref.experiments import trainers
+from fpe_ref.train import TrainConfig, TrialSummary
 
 KIND = "vision"
 TRAINER = "numpy-reference"  # fpe_ref.train.train, backend "numpy" (the default)
@@ -307,14 +308,9 @@ def _schedule(cfg: VisionConfig, n_train: int) -> RewireSchedule:
     return RewireSchedule(every=cfg.rewire_every, fraction=cfg.rewire_fraction, decay=cfg.rewire_decay, end=end)
 
 
-def _backend(cfg: VisionConfig, model: MLP, optimizer) -> str:
-    """``train``'s backend for ``model`` under ``cfg.trainer`` (numba only where it applies)."""
-    from fpe_ref.fast.trainer import numba_unsupported
-
-    backend = TRAINERS[cfg.trainer]
-    if backend == "numba" and numba_unsupported(model, cfg.train, optimizer) is not None:
-        return "numpy"
-    return backend
+def _trainer(cfg: VisionConfig):
+    """The trainer of ``cfg.trainer`` (a run-key name, :mod:`fpe_ref.experiments.trainers`)."""
+    return trainers.from_key(cfg.trainer, "vision")
 
 
 def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> dict:
@@ -331,8 +327,8 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
     ln = cfg.use_layer_norm
 
     parent = MLP.init(sizes, stream(cfg.seed, "init", *tag), layer_norm=ln, dtype=dtype)
-    _, hist_p = train(parent, X_tr, y_tr, _phase(cfg, cfg.pretrain_epochs), stream(cfg.seed, "shuffle", *tag, "parent"),
-                      X_test=X_te, y_test=y_te, backend=_backend(cfg, parent, None))
+    _, hist_p = _trainer(cfg).train(parent, X_tr, y_tr, _phase(cfg, cfg.pretrain_epochs),
+                                    stream(cfg.seed, "shuffle", *tag, "parent"), X_test=X_te, y_test=y_te)
     rec = {"parent": describe(parent, data, hist_p), "models": {}}
     random_child = None
     for v in cfg.variants:
@@ -375,8 +371,8 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
             model = MLP(fresh.params, {k: M.copy() for k, M in random_child.masks.items()}, ln)
             epochs = cfg.pretrain_epochs + cfg.post_epochs
         nnz0 = model.ledger().weights
-        _, hist = train(model, X_tr, y_tr, _phase(cfg, epochs), stream(cfg.seed, "shuffle", *tag, sv),
-                        X_test=X_te, y_test=y_te, optimizer=opt, backend=_backend(cfg, model, opt))
+        _, hist = _trainer(cfg).train(model, X_tr, y_tr, _phase(cfg, epochs), stream(cfg.seed, "shuffle", *tag, sv),
+                                      X_test=X_te, y_test=y_te, optimizer=opt)
         if model.ledger().weights != nnz0:
             raise AssertionError(f"{v}: the non-zero count changed during training: {nnz0} -> {model.ledger().weights}")
         out = describe(model, data, hist)

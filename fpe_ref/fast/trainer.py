@@ -375,7 +375,7 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
     if backend == "numpy":
         from fpe_ref.train import train
 
-        return [train(m, X, y, cfg, r, X_test=X_test, y_test=y_test, optimizer=o, on_epoch=on_epoch, backend="numpy")
+        return [train(m, X, y, cfg, r, X_test=X_test, y_test=y_test, optimizer=o, on_epoch=on_epoch)
                 for m, r, o in zip(models, rngs, optimizers)]
     X = np.asarray(X)
     y = np.asarray(y)

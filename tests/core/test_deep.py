@@ -8,12 +8,10 @@ from fpe_ref.errors import FPEError
 from fpe_ref.mlp import MLP
 from fpe_ref.train import TrainConfig, train
 
-from test_model import assert_grad, numgrad
+
+RNG_SEED = 11  # the conftest ``rng`` fixture's seed for this module
 
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(11)
 
 
 @pytest.mark.parametrize("n_layers,expected", [(2, [1]), (3, [1]), (4, [1, 3]), (5, [1, 3]), (7, [1, 3, 5]), (9, [1, 3, 5, 7])])
@@ -52,7 +50,7 @@ def test_two_layer_deep_equals_single_expand(rng):
         np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
 
 
-def test_gradients_of_expanded_five_layer_net_with_layernorm(rng):
+def test_gradients_of_expanded_five_layer_net_with_layernorm(numgrad, assert_grad, rng):
     """Finite differences (float64) through a 5-layer LayerNorm MLP after alternating FPE."""
     model = MLP.init([8, 4, 4, 4, 4, 3], rng, layer_norm=True)
     child = expand_alternating(model, 2, "random", rng).model

@@ -12,39 +12,15 @@ from fpe_ref.mlp import MLP
 from fpe_ref.optim import Adam, Penalties, penalty_loss_and_grads
 from fpe_ref.train import TrainConfig, train
 
-RTOL = 1e-6  # central differences with h = 1e-6 in float64: truncation ~h^2, rounding ~1e-10/h
+RNG_SEED = 1234  # the conftest ``rng`` fixture's seed for this module
 
 
-def numgrad(f, x, h=1e-6):
-    """Central-difference gradient of scalar f() with respect to array x (modified in place)."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * h)
-    return g
 
-
-def assert_grad(analytic, numeric, name):
-    scale = max(1.0, np.abs(numeric).max())
-    err = np.abs(analytic - numeric).max() / scale
-    assert err < RTOL, f"{name}: max scaled error {err:.2e} >= {RTOL}"
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(1234)
 
 
 # ---------------------------------------------------------------- single layers
 @pytest.mark.parametrize("masked", [False, True])
-def test_linear_gradients(rng, masked):
+def test_linear_gradients(numgrad, assert_grad, rng, masked):
     x, W, b = rng.normal(size=(5, 7)), rng.normal(size=(4, 7)), rng.normal(size=4)
     M = rng.random((4, 7)) < 0.5 if masked else None
     if masked:
@@ -65,7 +41,7 @@ def test_linear_gradients(rng, masked):
     assert_grad(db, numgrad(f, b), "db")
 
 
-def test_relu_gradient(rng):
+def test_relu_gradient(numgrad, assert_grad, rng):
     x = rng.normal(size=(6, 5))
     x[np.abs(x) < 1e-3] = 0.5  # keep away from the kink
     c = rng.normal(size=x.shape)
@@ -73,7 +49,7 @@ def test_relu_gradient(rng):
     assert_grad(layers.relu_backward(c, cache), numgrad(lambda: float(np.sum(c * layers.relu_forward(x)[0])), x), "dx")
 
 
-def test_layernorm_gradients(rng):
+def test_layernorm_gradients(numgrad, assert_grad, rng):
     x, g, b = rng.normal(size=(5, 6)), rng.normal(size=6), rng.normal(size=6)
     c = rng.normal(size=(5, 6))
 
@@ -95,7 +71,7 @@ def test_layernorm_matches_definition(rng):
 
 
 @pytest.mark.parametrize("shape", [(7,), (7, 1)])
-def test_bce_gradient_and_value(rng, shape):
+def test_bce_gradient_and_value(numgrad, assert_grad, rng, shape):
     z, y = rng.normal(size=shape) * 3, (rng.random(7) < 0.5).astype(float)
     loss, dz = layers.bce_with_logits(z, y)
     p = 1 / (1 + np.exp(-z.reshape(-1)))
@@ -110,7 +86,7 @@ def test_bce_is_stable_for_huge_logits():
     np.testing.assert_allclose(dz, [0.5, -0.5])
 
 
-def test_softmax_cross_entropy(rng):
+def test_softmax_cross_entropy(numgrad, assert_grad, rng):
     z, y = rng.normal(size=(6, 4)) * 3, rng.integers(0, 4, size=6)
     loss, dz = layers.softmax_cross_entropy(z, y)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -134,7 +110,7 @@ def _masked_model(sizes, rng, layer_norm, mask_layers=(1,)):
     ([6, 5, 4, 4, 5, 1], True, True),  # deep with LayerNorm, binary
     ([6, 5, 4, 4, 5, 3], True, False),  # deep with LayerNorm, multiclass
 ])
-def test_mlp_gradients(rng, sizes, layer_norm, masked):
+def test_mlp_gradients(numgrad, assert_grad, rng, sizes, layer_norm, masked):
     model = _masked_model(sizes, rng, layer_norm, (1, 2) if masked else ())
     X = rng.normal(size=(9, sizes[0]))
     y = rng.integers(0, max(2, sizes[-1]), size=9).astype(float)
@@ -149,7 +125,7 @@ def test_mlp_gradients(rng, sizes, layer_norm, masked):
 
 @pytest.mark.parametrize("pen", [Penalties(1e-2, 0, 0), Penalties(0, 1e-2, 0), Penalties(0, 0, 1e-2), Penalties(1e-2, 3e-2, 2e-2)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_penalty_gradients(rng, pen, masked):
+def test_penalty_gradients(numgrad, assert_grad, rng, pen, masked):
     model = _masked_model([6, 5, 2], rng, True, (1, 2) if masked else ())
     model.params["W1"][model.params["W1"] == 0] = 0.0
     loss, grads = penalty_loss_and_grads(model.params, model.masks, pen)

@@ -10,10 +10,9 @@ from fpe_ref.optim import Adam
 from fpe_ref.rewire import RewireSchedule, RewiringAdam, rewire_matrix
 from fpe_ref.train import TrainConfig, train
 
+RNG_SEED = 3  # the conftest ``rng`` fixture's seed for this module
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(3)
+
 
 
 def _sparse(rng, shape=(6, 10), density=0.5):

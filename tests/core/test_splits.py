@@ -8,10 +8,9 @@ from fpe_ref.errors import FPEError
 from fpe_ref.expand import expand, split_masks_for
 from fpe_ref.mlp import MLP
 
+RNG_SEED = 7  # the conftest ``rng`` fixture's seed for this module
 
-@pytest.fixture
-def rng():
-    return np.random.default_rng(7)
+
 
 
 def _is_partition(S, h, alpha):

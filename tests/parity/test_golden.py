@@ -288,7 +288,7 @@ def test_committed_bundle_is_what_this_code_exports(bundle):
     """
     from pathlib import Path
 
-    committed = Path(__file__).resolve().parents[1] / "results" / "parity" / "bundle"
+    committed = Path(__file__).resolve().parents[2] / "results" / "parity" / "bundle"
     old = json.loads((committed / golden.MANIFEST_NAME).read_text())["tensors"]
     new = json.loads((bundle / golden.MANIFEST_NAME).read_text())["tensors"]
     assert sorted(old) == sorted(new)
