@@ -17,9 +17,9 @@ so ``0 <= C_i <= 1`` and ``sum_i C_i <= rank <= min(h, #clauses)`` — which mat
 ranges of the paper's Table A1 (e.g. 2.74 of a possible 3 for 12 literals). A feature with
 ``v_i = 0`` gets ``C_i = 0`` (it is represented by nothing).
 
-Mean cosine similarity: the average of ``cos(w_a, w_b)`` over pairs ``a < b`` of distinct
-rows of ``W1`` (the neurons' input weight vectors). Rows that are entirely zero (a child
-pruned away) are skipped, never divided by zero.
+Mean cosine similarity: the average of ``cos(w_a, w_b)`` (or of ``|cos(w_a, w_b)|``) over
+pairs ``a < b`` of distinct rows of ``W1`` (the neurons' input weight vectors). Rows that are
+entirely zero (a child pruned away) are skipped, never divided by zero.
 """
 
 from __future__ import annotations
@@ -56,8 +56,14 @@ def capacity(W1, groups):
     return C, float(C.sum())
 
 
-def mean_cosine(W1):
-    """Mean cosine similarity over pairs of distinct non-zero rows of ``W1`` (Sec. 3.2)."""
+def mean_cosine(W1, absolute: bool = False):
+    """Mean cosine similarity over pairs of distinct non-zero rows of ``W1`` (Sec. 3.2).
+
+    ``absolute=False`` (the default) averages the signed ``cos(w_a, w_b)``, so positive and
+    negative pairs cancel; ``absolute=True`` averages ``|cos(w_a, w_b)|``. The paper's Table A2
+    values (0.1 to 0.38, never negative) look unsigned, so the Boolean sweep records both.
+    NaN when fewer than two rows are non-zero.
+    """
     norms = np.linalg.norm(W1, axis=1)
     keep = norms > 0
     U = W1[keep] / norms[keep, None]
@@ -65,6 +71,8 @@ def mean_cosine(W1):
     if n < 2:
         return float("nan")
     S = U @ U.T
+    if absolute:
+        S = np.abs(S)
     iu = np.triu_indices(n, k=1)
     return float(S[iu].mean())
 

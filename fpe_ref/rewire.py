@@ -8,8 +8,8 @@ weights." The paper gives no schedule, fraction or scope; the choices below are 
 One rewiring event, for each masked weight matrix ``W`` with mask ``M`` separately:
 
 1. ``k = min(round(f * #masked), #active)`` with ``f = schedule.fraction(t)``: the
-   fraction is of the currently *masked* positions (the issue's "unmask a random fraction
-   of masked weights"), capped so that no more can be pruned than exist.
+   fraction is of the currently *masked* positions (our reading of "randomly unmasking a
+   fraction of weights"), capped so that no more can be pruned than exist.
 2. Prune: the ``k`` active weights with the smallest ``|w|`` (ties broken by a random key,
    as in ``expand``), chosen among the weights active *before* this event, so newly grown
    weights (which are exactly 0) are never pruned in the event that grew them.

@@ -1,7 +1,10 @@
-"""Fixtures shared by the whole suite: seeded generators and finite-difference gradients."""
+"""Fixtures shared by the whole suite: seeded generators, finite-difference gradients, tiny models
+and data."""
 
 import numpy as np
 import pytest
+
+from fpe_ref.mlp import MLP
 
 GRAD_RTOL = 1e-6  # central differences with h = 1e-6 in float64: truncation ~h^2, rounding ~1e-10/h
 
@@ -44,3 +47,33 @@ def numgrad():
 def assert_grad():
     """``assert_grad(analytic, numeric, name)``: max error scaled by ``max(1, |numeric|)`` below 1e-6."""
     return _assert_grad
+
+
+def _masked_model(sizes, rng, layer_norm, mask_layers=(1,)):
+    """``MLP.init(sizes, rng)`` with a random mask (density ~0.6) on each ``W<l>`` of ``mask_layers``."""
+    model = MLP.init(sizes, rng, layer_norm=layer_norm)
+    masks = {f"W{l}": rng.random(model.params[f"W{l}"].shape) < 0.6 for l in mask_layers}
+    return MLP(model.params, masks, layer_norm)
+
+
+@pytest.fixture
+def masked_model():
+    """``masked_model(sizes, rng, layer_norm, mask_layers=(1,))``: a net with random masks on some layers."""
+    return _masked_model
+
+
+def _embedding_arrays(d: int = 4, dtype=np.float32) -> dict:
+    """The four arrays of a valid embeddings file: 6 training and 3 test rows of ``d`` features, 3 classes."""
+    rng = np.random.default_rng(0)
+    return {
+        "X_train": rng.standard_normal((6, d)).astype(dtype),
+        "y_train": np.array([0, 1, 2, 0, 1, 2]),
+        "X_test": rng.standard_normal((3, d)).astype(dtype),
+        "y_test": np.array([2, 1, 0], dtype=np.int32),
+    }
+
+
+@pytest.fixture
+def embedding_arrays():
+    """``embedding_arrays(d=4, dtype=np.float32)``: a fresh dict of valid embedding arrays."""
+    return _embedding_arrays

@@ -101,3 +101,216 @@ def test_sweep_settings_are_checked_before_sweep_json_is_written(tmp_path, args,
     res = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--out", str(out), *args])
     assert isinstance(res.exception, FPEError) and msg in str(res.exception)
     assert not (out / "sweep.json").exists()
+
+
+# ---------------------------------------------------------------- the trainer choice
+class _Stop(Exception):
+    """Raised by a stand-in for an experiment: the command got as far as calling it."""
+
+
+def _captured(monkeypatch, module, name):
+    """Replace ``module.name`` by a stand-in that records its arguments and stops the command."""
+    calls = []
+
+    def stand_in(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise _Stop
+
+    monkeypatch.setattr(module, name, stand_in)
+    return calls
+
+
+def _case_study_call(monkeypatch, tmp_path, extra):
+    from fpe_ref.experiments import case_study
+
+    calls = _captured(monkeypatch, case_study, "run_case_study")
+    res = CliRunner().invoke(fpe, CS + ["--out", str(tmp_path / "cs"), *extra])
+    assert isinstance(res.exception, _Stop), (res.output, res.exception)
+    (cfg, _out), kwargs = calls[0]
+    return cfg, kwargs
+
+
+@pytest.mark.parametrize("trainer_args,backend_args,backend", [
+    ([], ["--backend", "numba"], "numba"),
+    (["--trainer", "numba"], ["--backend", "numba"], "numba"),
+    (["--trainer", "numpy"], ["--backend", "numpy"], "numpy"),
+    (["--trainer", "auto"], ["--backend", "auto"], "numba"),
+    (["--trainer", "numpy"], ["--trainer", "numpy", "--backend", "numpy"], "numpy"),
+    (["--trainer", "numpy"], ["--backend", "numpy", "--trainer", "auto"], "numpy"),  # an eager alias, any order
+])
+def test_hidden_backend_alias_gives_the_same_call_as_trainer(monkeypatch, tmp_path, trainer_args, backend_args,
+                                                             backend):
+    cfg_t, kw_t = _case_study_call(monkeypatch, tmp_path, trainer_args)
+    cfg_b, kw_b = _case_study_call(monkeypatch, tmp_path, backend_args)
+    assert kw_t["backend"] == kw_b["backend"] == backend
+    assert cfg_t == cfg_b
+    assert {k: v for k, v in kw_t.items() if not callable(v)} == {k: v for k, v in kw_b.items() if not callable(v)}
+
+
+def test_backend_is_hidden_and_may_not_contradict_trainer(tmp_path):
+    text = CliRunner().invoke(fpe, ["reproduce", "case-study", "--help"]).output
+    assert "--trainer" in text and "--backend" not in text
+    res = CliRunner().invoke(fpe, CS + ["--backend", "numpy", "--trainer", "numba", "--out", str(tmp_path)])
+    assert isinstance(res.exception, FPEError)
+    assert str(res.exception) == "--backend numpy contradicts --trainer numba: give one of them"
+
+
+def _sweep_trainer(monkeypatch, tmp_path, extra):
+    from fpe_ref.experiments import boolean
+
+    calls = _captured(monkeypatch, boolean, "run_boolean_sweep")
+    res = CliRunner().invoke(fpe, ["sweep", "boolean", "--quick", "--jobs", "1", "--out", str(tmp_path / "s"), *extra])
+    assert isinstance(res.exception, _Stop), (res.output, res.exception)
+    return calls[0][0][0].trainer
+
+
+def _vision_trainer(monkeypatch, tmp_path, extra):
+    from fpe_ref.commands import reproduce
+
+    calls = _captured(monkeypatch, reproduce, "run_sweep_cmd")
+    res = CliRunner().invoke(fpe, ["reproduce", "fashion-mnist", "--quick", "--data-dir", str(tmp_path),
+                                   "--out", str(tmp_path / "v"), *extra])
+    assert isinstance(res.exception, _Stop), (res.output, res.exception)
+    return calls[0][0][0].trainer
+
+
+@pytest.mark.parametrize("experiment,extra,expected", [
+    ("case_study", [], "numba"),
+    ("case_study", ["--trainer", "auto"], "numba"),
+    ("case_study", ["--trainer", "numpy"], "numpy"),
+    ("boolean", [], "numba-v2"),
+    ("boolean", ["--trainer", "auto"], "numba-v2"),
+    ("boolean", ["--trainer", "numpy"], "numpy-v2"),
+    ("vision", [], "numpy-reference"),
+    ("vision", ["--trainer", "auto"], "numpy-reference"),
+    ("vision", ["--trainer", "numba"], "numba-v1"),
+])
+def test_trainer_auto_resolves_per_experiment(monkeypatch, tmp_path, experiment, extra, expected):
+    """auto: numba for the case study and the Boolean sweep, numpy for the vision commands."""
+    if experiment == "case_study":
+        got = _case_study_call(monkeypatch, tmp_path, extra)[1]["backend"]
+    elif experiment == "boolean":
+        got = _sweep_trainer(monkeypatch, tmp_path, extra)
+    else:
+        got = _vision_trainer(monkeypatch, tmp_path, extra)
+    assert got == expected
+
+
+# ---------------------------------------------------------------- one registry of shared options
+def _all_options():
+    """{spelling: [(command path, click.Option)]} over every command of ``fpe``."""
+    found = {}
+    for path, cmd in _commands(fpe):
+        for p in cmd.params:
+            if isinstance(p, click.Option):
+                for spelling in p.opts:
+                    found.setdefault(spelling, []).append((path, p))
+    return found
+
+
+def _declared(path):
+    import re
+
+    text = open(path).read()
+    return re.findall(r'(?:click\.option|_factory)\(\s*"(--[\w-]+)', text)
+
+
+def _command_files():
+    import glob
+    import os
+
+    import fpe_ref.commands as pkg
+
+    here = os.path.dirname(pkg.__file__)
+    from fpe_ref.theory import commands as theory_commands
+
+    return ([f for f in sorted(glob.glob(os.path.join(here, "*.py"))) if not f.endswith("options.py")]
+            + [theory_commands.__file__]), os.path.join(here, "options.py")
+
+
+def test_every_shared_option_is_defined_once_in_options_py():
+    shared = {s for s, uses in _all_options().items() if len(uses) > 1 and s != "--help"}
+    assert {"--seed", "--out", "--jobs", "--quick", "--trainer", "--lr", "--batch-size", "--l1", "--l2",
+            "--orth", "--warmup", "--warmup-epochs", "--dtype", "--val-fraction", "--trials"} <= shared
+    files, options_py = _command_files()
+    for f in files:
+        assert not shared & set(_declared(f)), (f, shared & set(_declared(f)))
+    declared = _declared(options_py)
+    assert len(declared) == len(set(declared)), declared
+    assert shared <= set(declared) | {"--no-baselines"}
+
+
+@pytest.mark.parametrize("spelling", [
+    "--seed", "--trainer", "--lr", "--batch-size", "--l1", "--l2", "--orth", "--warmup", "--warmup-epochs",
+    "--test-fraction", "--alpha", "--baselines", "--gram-clusters", "--gram-linkage", "--val-fraction",
+    "--data-dir", "--n-classes",
+])
+def test_a_shared_option_has_one_default_and_one_help(spelling):
+    uses = _all_options()[spelling]
+    assert len(uses) > 1
+    forms = {(p.help, repr(p.default), repr(p.type), p.name) for _, p in uses}
+    assert len(forms) == 1, (spelling, [path for path, _ in uses], forms)
+
+
+@pytest.mark.parametrize("spelling", ["--out", "--jobs", "--quick", "--trials", "--hidden", "--dtype", "--data",
+                                      "--pretrain-epochs", "--post-epochs", "--dense-epochs", "--fpe-epochs",
+                                      "--n-samples"])
+def test_a_per_command_option_keeps_one_spelling_and_one_help(spelling):
+    """Options whose default is the command's: one parameter name, and one help text before the note."""
+    import os
+
+    uses = _all_options()[spelling]
+    assert len({p.name for _, p in uses} - {"dtypes"}) == 1
+    base = os.path.commonprefix([p.help for _, p in uses])
+    assert len(base) >= 20, (spelling, [p.help for _, p in uses])
+
+
+def test_trainer_option_is_the_registry_of_trainers():
+    from fpe_ref.experiments import trainers
+
+    for path, p in _all_options()["--trainer"]:
+        assert tuple(p.type.choices) == trainers.CHOICES and p.default == "auto" and p.help == trainers.HELP, path
+
+
+def test_theory_takes_the_shared_seed_and_refuses_a_negative_one(tmp_path):
+    from fpe_ref.theory.commands import theory
+
+    res = CliRunner().invoke(theory, ["check", "--quick", "--seed", "-1", "--out", str(tmp_path)])
+    assert isinstance(res.exception, FPEError) and str(res.exception) == "seed must be an integer >= 0, got -1"
+
+
+# ---------------------------------------------------------------- registration
+def test_every_command_and_group_shows_its_help():
+    for path, _ in [((), fpe), *_commands(fpe)]:
+        res = CliRunner().invoke(fpe, [*path, "--help"])
+        assert res.exit_code == 0 and "Usage: fpe" in res.output, (path, res.output)
+
+
+def test_the_submodules_stay_modules_and_their_groups_are_registered():
+    import types
+
+    import fpe_ref.commands as pkg
+    from fpe_ref.commands import bench, golden, reproduce, sweep
+    from fpe_ref.theory import commands as theory_commands
+
+    for mod in (bench, golden, reproduce, sweep):
+        assert isinstance(mod, types.ModuleType) and getattr(pkg, mod.__name__.rsplit(".", 1)[1]) is mod
+    assert fpe.commands["reproduce"] is reproduce.reproduce
+    assert fpe.commands["sweep"] is sweep.sweep and fpe.commands["report"] is sweep.report
+    assert fpe.commands["golden"] is golden.golden and fpe.commands["bench"] is bench.bench_cmd
+    assert fpe.commands["theory"] is theory_commands.theory
+    assert set(fpe.commands) == {"reproduce", "sweep", "report", "golden", "bench", "theory"}
+    assert set(reproduce.reproduce.commands) == {"case-study", "fashion-mnist", "embeddings", "pretrain-timing",
+                                                 "alpha", "two-four", "rewiring"}
+
+
+@pytest.mark.parametrize("first", ["fpe_ref.theory.commands", "fpe_ref.commands.options", "fpe_ref.commands.reproduce",
+                                   "fpe_ref.commands"])
+def test_any_command_module_may_be_imported_first(first):
+    """fpe_ref.commands registers theory's group and theory's commands take options.py's options."""
+    code = (f"import {first}\nfrom fpe_ref.commands import fpe\n"
+            "print(sorted(fpe.commands), sorted(fpe.commands['theory'].commands))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["['bench',", "'golden',", "'report',", "'reproduce',", "'sweep',", "'theory']",
+                                   "['check',", "'plot']"]

@@ -9,7 +9,7 @@ For every setting ``(m, k, alpha, r)`` of the grid and for each random model
 dense), one *record* per quantity compares the closed form with a seeded simulation:
 
 =================  ==========================================  ===============================
-quantity           closed form (``theory.closed_form``)         estimate and interval
+quantity           closed form (module ``closed_form``)        estimate and interval
 =================  ==========================================  ===============================
 p_cover            (a) ``p`` (one neuron)                          neurons covering their clause, Clopper-Pearson
 p_parent_cover     (b) ``P_parent = sum_c C(s_c,k)/C(m,k)``        parents covering their clause, Clopper-Pearson
@@ -66,7 +66,7 @@ class CheckConfig:
     quick: bool = False  # small grid and budgets (seconds; for tests and CI)
     seed: int = 0  # master seed; every (model, setting) gets its own named stream
     family_level: float = 0.999  # family-wise confidence; per-check level 1 - (1 - this) / n_checks
-    pointwise_level: float = 0.999  # the issue's per-check level, reported alongside
+    pointwise_level: float = 0.999  # the conventional per-check level, reported alongside
     neuron_budget: int = 1_000_000  # model (a): neurons simulated per setting
     parent_budget: int = 20_000  # model (b): parents per grid setting (random_split costs ~8 us each at m=128)
     paper_parent_budget: int = 12_000  # model (b): parents per paper setting (r <= 16, many settings)
@@ -126,7 +126,7 @@ GRID_M = {2: (16, 64), 3: (24, 96), 4: (32, 128)}
 
 
 def main_grid(config: CheckConfig) -> list[Setting]:
-    """The grid of the issue: k in {2, 3, 4}, alpha in {2, 4, 8}, two m per k, three r.
+    """The main grid: k in {2, 3, 4}, alpha in {2, 4, 8}, two m per k, three r.
 
     ``r`` takes the paper's width 8 (Sec. 3.1), ``r_50`` (smallest r with exact model (a)
     coverage >= 1/2: the simulation is most informative there) and the paper's requirement

@@ -7,23 +7,9 @@ import time
 
 import click
 
+from fpe_ref.errors import check_int
 
 DEFAULT_OUT = os.path.join("results", "theory")
-
-
-def _jobs_option(f):
-    return click.option("--jobs", type=click.IntRange(1, None), default=2, show_default=True,
-                        help="Worker processes for the simulations (results do not depend on it).")(f)
-
-
-def _seed_option(f):
-    return click.option("--seed", type=click.IntRange(0, None), default=0, show_default=True,
-                        help="Master seed; every (model, setting) simulation draws from its own named stream of it.")(f)
-
-
-def _out_option(f):
-    return click.option("--out", "out_dir", type=click.Path(file_okay=False), default=DEFAULT_OUT, show_default=True,
-                        help="Directory for the outputs.")(f)
 
 
 @click.group(short_help="Sec. 2.5 / A.5: clause coverage and the collision ratio, checked numerically.")
@@ -36,11 +22,16 @@ def theory():
     """
 
 
+# The shared options come from the registry of the fpe command, whose package registers the
+# group above: importing it after the group is defined lets either module be imported first.
+from fpe_ref.commands import options as opt  # noqa: E402
+
+
 @theory.command()
-@click.option("--quick", is_flag=True, help="Small grid and budgets (a few seconds); for tests and CI.")
-@_seed_option
-@_jobs_option
-@_out_option
+@opt.quick("a small grid and budgets, a few seconds; for tests and CI")
+@opt.seed
+@opt.jobs(2)
+@opt.out(DEFAULT_OUT)
 def check(quick, seed, jobs, out_dir):
     """Compare every closed form with its simulation over the grid; exit 1 if any check fails.
 
@@ -51,7 +42,7 @@ def check(quick, seed, jobs, out_dir):
     """
     from fpe_ref.theory.check import CheckConfig, format_report, run_check, write_report  # scipy.stats: import only when run
 
-    config = (CheckConfig.quick_config if quick else CheckConfig)(seed=seed, jobs=jobs)
+    config = (CheckConfig.quick_config if quick else CheckConfig)(seed=check_int("seed", seed, 0), jobs=jobs)
     t0 = time.perf_counter()
     report = run_check(config, echo=click.echo)
     text = format_report(report)
@@ -66,16 +57,16 @@ def check(quick, seed, jobs, out_dir):
 
 
 @theory.command()
-@click.option("--quick", is_flag=True, help="Fewer panels and simulations (seconds); for tests.")
-@_seed_option
-@_jobs_option
-@_out_option
+@opt.quick("fewer panels and simulations, seconds; for tests")
+@opt.seed
+@opt.jobs(2)
+@opt.out(DEFAULT_OUT)
 def plot(quick, seed, jobs, out_dir):
     """Draw coverage against r and the collision ratio against alpha (k = 2, 3, 4) into OUT/*.png."""
     from fpe_ref.theory.plot import run_plot
 
     t0 = time.perf_counter()
-    paths = run_plot(out_dir, seed=seed, jobs=jobs, quick=quick, echo=click.echo)
+    paths = run_plot(out_dir, seed=check_int("seed", seed, 0), jobs=jobs, quick=quick, echo=click.echo)
     for p in paths:
         click.echo(f"wrote {p}")
     click.echo(f"{time.perf_counter() - t0:.1f} s")

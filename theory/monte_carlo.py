@@ -1,4 +1,4 @@
-"""Monte Carlo estimators that check :mod:`theory.closed_form`.
+"""Monte Carlo estimators that check :mod:`fpe_ref.theory.closed_form`.
 
 Paper: Sec. 2.5 and A.5 (the quantities), Sec. 2.3 / Alg. A1 (the split that model (b) uses).
 
@@ -8,7 +8,7 @@ the literals, so this layout loses nothing):
 
 (a) ``simulate_independent``: the paper's model, ``alpha r`` neurons, each picks its inputs
     as a uniform random subset, independently (degrees from
-    :func:`theory.closed_form.degree_profile`).
+    :func:`fpe_ref.theory.closed_form.degree_profile`).
 (b) ``simulate_split``: fpe-ref's construction, ``r`` parents each split at random into
     ``alpha`` disjoint children by :func:`fpe_ref.splits.random_split` itself.
 (c) ``simulate_dense``: ``r`` neurons that see every literal (deterministic).
@@ -173,7 +173,7 @@ def mean_interval(values, level: float, *, scale: float = 1.0) -> Estimate:
     """CLT interval for a mean: ``xbar +- z s / sqrt(N)`` (``s``: sample sd, ddof=1), times ``scale``.
 
     When all values are equal the interval is the single point (``s = 0``); callers decide
-    whether such a sample can test anything (see ``theory.check``).
+    whether such a sample can test anything (see ``fpe_ref.theory.check``).
     """
     level = _check_level(level)
     v = np.asarray(values, dtype=float)
@@ -373,7 +373,7 @@ def slot_degrees(m, alpha, r) -> np.ndarray:
     """Degrees of the ``alpha r`` neurons of one model (a) network, shape ``(alpha r,)``.
 
     Parent ``i``'s group is slots ``i alpha .. i alpha + alpha - 1``; each group has the
-    degree profile of :func:`theory.closed_form.degree_profile`.
+    degree profile of :func:`fpe_ref.theory.closed_form.degree_profile`.
     """
     prof = cf.degree_profile(m, alpha)
     group = np.concatenate([np.full(cnt, d, dtype=np.int64) for d, cnt in prof])
@@ -401,7 +401,7 @@ def simulate_independent(m, k, alpha, r, n_networks, rng, *, chunk: int = 1 << 2
     Parameters
     ----------
     m, k, alpha, r : int
-        Setting, as in :mod:`theory.closed_form`.
+        Setting, as in :mod:`fpe_ref.theory.closed_form`.
     n_networks : int
         Networks to simulate (>= 2).
     rng : numpy.random.Generator

@@ -147,7 +147,7 @@ def ratio_data(seed: int, jobs: int, *, quick: bool = False) -> list[dict]:
 
 
 def paper_data() -> dict:
-    """Exact coverage (a) / (b) at the paper's settings (see ``theory.check.paper_settings``)."""
+    """Exact coverage (a) / (b) at the paper's settings (see ``fpe_ref.theory.check.paper_settings``)."""
     fig3a = {a: dict(r=list(range(4, 17)), a=[cf.coverage_exact(32, 4, a, r) for r in range(4, 17)],
                      b=[cf.coverage_exact_split(32, 4, a, r) for r in range(4, 17)]) for a in (2, 4)}
     Cs = list(range(4, 33, 4))

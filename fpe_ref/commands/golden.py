@@ -1,6 +1,6 @@
 """``fpe golden``: export the golden reference bundle and check an implementation against it.
 
-Thin click commands over :mod:`fpe_ref.parity.golden`; registered on the ``fpe`` group in ``cli.py``.
+Thin click commands over :mod:`fpe_ref.parity.golden` (the bundle format: docs/golden.md).
 """
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 
 import click
+
+from fpe_ref.commands import options as opt
 
 
 @click.group()
@@ -48,8 +50,7 @@ def export_cmd(out_dir, force):
                    "torch: the independent PyTorch implementation (extra 'torch').")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where the torch implementation runs.")
-@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64", show_default=True,
-              help="Precision of the checked implementation; the tolerances for it are in the manifest.")
+@opt.dtype("float64", note="of the checked implementation; its tolerances are in the manifest")
 @click.option("--only", default=None, help="Check only the tensors whose name contains this text.")
 def check_cmd(bundle_dir, impl, device, dtype, only):
     """Recompute every expected tensor of the bundle in DIR from its stored inputs and compare.

@@ -1,8 +1,7 @@
-"""``fpe sweep boolean`` and ``fpe report``: click commands, registered by ``cli.py``.
+"""``fpe sweep boolean`` and ``fpe report``: the Sec. 3.2 grids and their figures and tables.
 
-Kept thin, as the house style asks: each command builds a config and calls
-``fpe_ref.experiments.boolean`` / ``fpe_ref.experiments.boolean_report``. They take the shared option helpers of
-``cli.py`` as arguments (``commands(...)``) so that this module never imports ``cli``.
+Thin, as every command: each builds a config and calls :mod:`fpe_ref.experiments.boolean` or
+:mod:`fpe_ref.experiments.boolean_report`.
 """
 
 from __future__ import annotations
@@ -11,139 +10,128 @@ import os
 
 import click
 
+from fpe_ref.commands import options as opt
 from fpe_ref.errors import FPEError
+from fpe_ref.experiments import trainers
 
 
-def commands(seed_option, train_options, train_config):
-    """The ``sweep`` group and the ``report`` command, built with ``cli.py``'s shared options."""
+@click.group(short_help="Grids of runs for Sec. 3.2: resumable, parallel, local or on Dask.")
+def sweep():
+    """Grids of runs (Sec. 3.2): resumable, parallel, on this machine or a Dask cluster.
 
-    @click.group(short_help="Grids of runs for Sec. 3.2: resumable, parallel, local or on Dask.")
-    def sweep():
-        """Grids of runs (Sec. 3.2): resumable, parallel, on this machine or a Dask cluster.
+    Every finished run is appended at once to <out>/runs.jsonl; rerunning the same
+    command skips finished runs, so a killed sweep resumes where it stopped.
+    """
 
-        Every finished run is appended at once to <out>/runs.jsonl; rerunning the same
-        command skips finished runs, so a killed sweep resumes where it stopped.
-        """
 
-    @sweep.command("boolean", short_help="Sec. 3.2: Figures 3-4 and Tables A1/A2 grids (resumable, parallel, Dask).")
-    @click.option("--grid", "grids", multiple=True,
-                  type=click.Choice(["all", "tables", "fig3a", "fig3b", "tables-alpha4", "fig3c"]),
-                  help="Which grids to run, in this order (repeatable). Default: all, in the order "
-                       "tables, fig3a, fig3b, tables-alpha4, fig3c. tables: Tables A1/A2 (8 neurons, "
-                       "12..128 literals, alpha 2); tables-alpha4: the same at alpha 4 (24..128 literals); "
-                       "fig3a: 8 clauses, hidden 4..16; fig3b: 8 neurons, clauses 4..32; fig3c: hidden "
-                       "{4,8,12,16} x clauses {4,8,16,24,32}; fig3a, fig3b and fig3c at alpha 2 and 4.")
-    @click.option("--quick", is_flag=True,
-                  help="Tiny grids, 4 + 4 epochs, 400 samples, 2 trials: a smoke test in seconds.")
-    @click.option("--trials", type=int, default=None, help="Trials per grid point and alpha (default 5; --quick: 2).")
-    @click.option("--dense-epochs", type=int, default=None, help="Dense pre-training epochs (default 1000).")
-    @click.option("--fpe-epochs", type=int, default=None, help="Epochs after the split, all three models (default 1000).")
-    @click.option("--n-samples", type=int, default=None,
-                  help="Data set size, train + test (default 10000; --quick: 400). The paper does not state it.")
-    @click.option("--test-fraction", type=float, default=0.2, show_default=True,
-                  help="Share of the samples held out for testing. The paper does not state it.")
-    @click.option("--jobs", type=int, default=None,
-                  help="Local worker processes (default: every core, os.cpu_count()); 1 runs in this process.")
-    @click.option("--executor", "executor_kind", type=click.Choice(["local", "dask"]), default="local",
-                  show_default=True, help="local: a process pool on this machine; dask: a Dask cluster "
-                                          "(Client.get_executor(); needs pip install 'fpe-ref[dask]').")
-    @click.option("--scheduler", default=None, help="Address of the Dask scheduler, e.g. tcp://10.0.0.1:8786.")
-    @click.option("--trainer", type=click.Choice(["numba", "numpy"]), default="numba", show_default=True,
-                  help="numba: the fused kernels (fpe_ref.fast.trainer), about 10x faster, equal to the NumPy "
-                       "reference to rounding; numpy: the reference (fpe_ref.train). Part of each run's key.")
-    @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
-    @click.option("--no-reuse", is_flag=True,
-                  help="Compute every run here, even one finished in a sibling sweep directory (by default "
-                       "such runs are copied: same key, same result); for a from-scratch reproducibility check.")
-    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-                  help="Sweep directory (default results/boolean; --quick: results/boolean-quick).")
-    @seed_option
-    @train_options
-    def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
-                    scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup,
-                    warmup_epochs):
-        """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
+@sweep.command("boolean", short_help="Sec. 3.2: Figures 3-4 and Tables A1/A2 grids (resumable, parallel, Dask).")
+@click.option("--grid", "grids", multiple=True,
+              type=click.Choice(["all", "tables", "fig3a", "fig3b", "tables-alpha4", "fig3c"]),
+              help="Which grids to run, in this order (repeatable). Default: all, in the order "
+                   "tables, fig3a, fig3b, tables-alpha4, fig3c. tables: Tables A1/A2 (8 neurons, "
+                   "12..128 literals, alpha 2); tables-alpha4: the same at alpha 4 (24..128 literals); "
+                   "fig3a: 8 clauses, hidden 4..16; fig3b: 8 neurons, clauses 4..32; fig3c: hidden "
+                   "{4,8,12,16} x clauses {4,8,16,24,32}; fig3a, fig3b and fig3c at alpha 2 and 4.")
+@opt.quick("tiny grids, 4 + 4 epochs, 400 samples, 2 trials; seconds")
+@opt.trials(note="per grid point and alpha; default 5; --quick: 2")
+@opt.dense_epochs(note="default 1000")
+@opt.fpe_epochs(note="default 1000")
+@opt.n_samples(note="default 10000; --quick: 400")
+@opt.test_fraction
+@opt.jobs(note="default: every core, os.cpu_count(); local executor only")
+@opt.executor
+@opt.scheduler
+@opt.trainer
+@click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
+@click.option("--no-reuse", is_flag=True,
+              help="Compute every run here, even one finished in a sibling sweep directory (by default "
+                   "such runs are copied: same key, same result); for a from-scratch reproducibility check.")
+@opt.out(note="default results/boolean; --quick: results/boolean-quick")
+@opt.seed
+@opt.train_options
+def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
+                scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup,
+                warmup_epochs):
+    """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
-        Each run is one trial of the Sec. 3.1 workflow (fpe_ref.experiments.case_study.run_trial) at one
-        grid point and alpha. Runs are identified by their full settings, so grids that share
-        a point compute it once, and finished runs in sibling sweep directories are reused.
-        Then: fpe report <out>.
-        """
-        from fpe_ref.experiments import boolean as bs
-        from fpe_ref.experiments.runs import LineProgress, RunStore, dask_executor, local_executor
+    Each run is one trial of the Sec. 3.1 workflow (fpe_ref.experiments.case_study.run_trial) at one
+    grid point and alpha. Runs are identified by their full settings, so grids that share
+    a point compute it once, and finished runs in sibling sweep directories are reused.
+    Then: fpe report <out>.
+    """
+    from fpe_ref.experiments import boolean as bs
+    from fpe_ref.experiments.runs import LineProgress, RunStore, dask_executor, local_executor
 
-        names = list(grids) or ["all"]
-        if "all" in names:
-            names = list(bs.DEFAULT_ORDER)
-        names = list(dict.fromkeys(names))
-        base = bs.QUICK if quick else {}
-        if warmup_epochs is None:
-            warmup_epochs = base.get("dense_epochs", 1000)
+    names = list(grids) or ["all"]
+    if "all" in names:
+        names = list(bs.DEFAULT_ORDER)
+    names = list(dict.fromkeys(names))
+    base = bs.QUICK if quick else {}
+    if warmup_epochs is None:
+        warmup_epochs = base.get("dense_epochs", 1000)
 
-        def given(value, name, default):  # an explicit 0 stays 0 and is refused by SweepConfig
-            return base.get(name, default) if value is None else value
+    def given(value, name, default):  # an explicit 0 stays 0 and is refused by SweepConfig
+        return base.get(name, default) if value is None else value
 
-        cfg = bs.SweepConfig(
-            trials=given(trials, "trials", 5), dense_epochs=given(dense_epochs, "dense_epochs", 1000),
-            fpe_epochs=given(fpe_epochs, "fpe_epochs", 1000), n_samples=given(n_samples, "n_samples", 10000),
-            test_fraction=test_fraction, seed=seed, trainer=bs.trainer_key(trainer),
-            train=train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
-        out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")
-        if dry_run:
-            _print_plan(bs, cfg, names, quick, out_dir)
-            return
-        if jobs is not None and jobs < 1:
-            raise FPEError(f"--jobs must be a positive integer, got {jobs}")
-        if jobs is not None and executor_kind == "dask":
-            raise FPEError("--jobs is for the local executor; a Dask cluster's workers set the parallelism")
-        jobs = jobs or os.cpu_count() or 1
-        client = None
-        if executor_kind == "dask":
-            executor, client = dask_executor(scheduler)
-        elif scheduler:
-            raise FPEError("--scheduler is only used with --executor dask")
-        else:
-            executor = local_executor(jobs) if jobs > 1 else None
-        click.echo(f"sweep boolean: grids {', '.join(names)}; trainer {cfg.trainer}; trials {cfg.trials}; epochs "
-                   f"{cfg.dense_epochs}+{cfg.fpe_epochs}; n={cfg.n_samples}; seed {cfg.seed}; "
-                   f"{'dask ' + scheduler if client else f'{jobs} local job(s)'} -> {out_dir}/runs.jsonl")
-        progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)
-        try:
-            res = bs.run_boolean_sweep(cfg, out_dir, names, quick=quick, executor=executor, progress=progress,
-                                       log=lambda s: click.echo(s, err=True), lookup=[] if no_reuse else None)
-        finally:
-            if executor is not None and client is None:
-                executor.shutdown(wait=True, cancel_futures=True)
-            if client is not None:
-                client.close()
-        click.echo(f"done: {res.total} runs ({res.already} already finished, {res.reused} reused from other "
-                   f"sweeps, {res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}. "
-                   f"Next: fpe report {out_dir}")
+    cfg = bs.SweepConfig(
+        trials=given(trials, "trials", 5), dense_epochs=given(dense_epochs, "dense_epochs", 1000),
+        fpe_epochs=given(fpe_epochs, "fpe_epochs", 1000), n_samples=given(n_samples, "n_samples", 10000),
+        test_fraction=test_fraction, seed=seed, trainer=trainers.key_name(trainer, "boolean"),
+        train=opt.train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
+    out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")
+    if dry_run:
+        _print_plan(bs, cfg, names, quick, out_dir)
+        return
+    if jobs is not None and jobs < 1:
+        raise FPEError(f"--jobs must be a positive integer, got {jobs}")
+    if jobs is not None and executor_kind == "dask":
+        raise FPEError("--jobs is for the local executor; a Dask cluster's workers set the parallelism")
+    jobs = jobs or os.cpu_count() or 1
+    client = None
+    if executor_kind == "dask":
+        executor, client = dask_executor(scheduler)
+    elif scheduler:
+        raise FPEError("--scheduler is only used with --executor dask")
+    else:
+        executor = local_executor(jobs) if jobs > 1 else None
+    click.echo(f"sweep boolean: grids {', '.join(names)}; trainer {cfg.trainer}; trials {cfg.trials}; epochs "
+               f"{cfg.dense_epochs}+{cfg.fpe_epochs}; n={cfg.n_samples}; seed {cfg.seed}; "
+               f"{'dask ' + scheduler if client else f'{jobs} local job(s)'} -> {out_dir}/runs.jsonl")
+    progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)
+    try:
+        res = bs.run_boolean_sweep(cfg, out_dir, names, quick=quick, executor=executor, progress=progress,
+                                   log=lambda s: click.echo(s, err=True), lookup=[] if no_reuse else None)
+    finally:
+        if executor is not None and client is None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if client is not None:
+            client.close()
+    click.echo(f"done: {res.total} runs ({res.already} already finished, {res.reused} reused from other "
+               f"sweeps, {res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}. "
+               f"Next: fpe report {out_dir}")
 
-    @click.command("report", short_help="A sweep's runs.jsonl -> Figures 3/4, Tables A1/A2 (Markdown, PNG).")
-    @click.argument("sweep_dir", metavar="SWEEP")
-    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-                  help="Where the figures and tables go (default: the sweep directory).")
-    def report(sweep_dir, out_dir):
-        """runs.jsonl of SWEEP -> figures (PNG) and Markdown tables.
 
-        SWEEP is a sweep directory (results/boolean) or a name under results/ (boolean).
-        Relative improvement = mean FPE accuracy / mean dense accuracy, +- one standard error
-        (delta method), * where Welch's t-test gives p < 0.05; capacity and cosine fold change
-        (Figure 4a, b), least-squares fits with R^2 (Figure 4c), Tables A1/A2 (mean +- std)
-        beside the paper's, and absolute accuracies. Partially finished grids are reported
-        with their missing cells marked.
-        """
-        from fpe_ref.experiments import boolean_report as rp
+@click.command("report", short_help="A sweep's runs.jsonl -> Figures 3/4, Tables A1/A2 (Markdown, PNG).")
+@click.argument("sweep_dir", metavar="SWEEP")
+@opt.out(note="default: the sweep directory")
+def report(sweep_dir, out_dir):
+    """runs.jsonl of SWEEP -> figures (PNG) and Markdown tables.
 
-        path = sweep_dir
-        if not os.path.isdir(path) and os.path.isdir(os.path.join("results", sweep_dir)):
-            path = os.path.join("results", sweep_dir)
-        written = rp.report(path, out_dir)
-        for p in written:
-            click.echo(f"wrote {p}")
+    SWEEP is a sweep directory (results/boolean) or a name under results/ (boolean).
+    Relative improvement = mean FPE accuracy / mean dense accuracy, +- one standard error
+    (delta method), * where Welch's t-test gives p < 0.05; capacity and cosine fold change
+    (Figure 4a, b), least-squares fits with R^2 (Figure 4c), Tables A1/A2 (mean +- std)
+    beside the paper's, and absolute accuracies. Partially finished grids are reported
+    with their missing cells marked.
+    """
+    from fpe_ref.experiments import boolean_report as rp
 
-    return sweep, report
+    path = sweep_dir
+    if not os.path.isdir(path) and os.path.isdir(os.path.join("results", sweep_dir)):
+        path = os.path.join("results", sweep_dir)
+    written = rp.report(path, out_dir)
+    for p in written:
+        click.echo(f"wrote {p}")
 
 
 def _print_plan(bs, cfg, names, quick, out_dir):

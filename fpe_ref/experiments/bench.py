@@ -17,16 +17,20 @@ masked-dense NumPy and as sparse numba. Each timing is one epoch of ``n_train / 
 divided by its steps (the batches gathered from a fresh permutation, as ``train`` does, and
 the loss / accuracy bookkeeping included), repeated after a warm-up epoch; the table gives
 the median with min and max. "x dense" is the median over the NumPy dense parent's median of
-the same model and dtype, measured in the same run. With PyTorch installed (extra ``bench``,
-a CPU build), the same model written the usual way (``nn.Linear``, masks multiplied into
-the weights in forward, ``torch.optim.Adam``, the same penalties) in the same run, with
-``torch.set_num_threads`` equal to ours.
+the same model and dtype, measured in the same run. With PyTorch installed (extra ``bench``),
+the same model trained by the one PyTorch twin, :class:`fpe_ref.parity.torch_ref.TorchTrainer`
+(``F.linear`` as ``nn.Linear`` calls it, masks multiplied into the weights each step as
+``torch.nn.utils.prune`` applies them, autograd, the fused ``torch.optim.Adam``, the same
+warm-up and penalties, no host synchronisation inside an epoch) in the same run, on the
+CPU with ``torch.set_num_threads`` equal to ours.
 
 The case study (Sec. 3.1: 5 trials x {dense parent phase 1, then dense / clause / random
 phase 2}, 1000 + 1000 epochs, 8000 training samples) is timed end to end four ways: NumPy
-one model at a time (the reference), numba one model at a time, numba batched
-(:func:`fpe_ref.experiments.case_study.run_trials`) and a PyTorch loop; the final test accuracies of all
-four are compared (they train on the same batches from the same seeds).
+one model at a time (the reference, :func:`fpe_ref.train.train`), numba one model at a time
+(the ``numba`` trainer of :mod:`fpe_ref.experiments.trainers`), numba batched
+(:func:`fpe_ref.experiments.case_study.run_trials`) and PyTorch one model at a time
+(:func:`fpe_ref.parity.torch_ref.train`); the final test accuracies of all four are compared
+(they train on the same batches from the same seeds).
 
 Everything runs on this machine's CPU in this process; the load average (before and after)
 and the thread counts of numba, BLAS (via threadpoolctl when installed) and torch are
@@ -43,12 +47,14 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from fpe_ref.fast import kernels as K
-from fpe_ref.fast.trainer import FusedTrainer, train_batched
 from fpe_ref.errors import FPEError
 from fpe_ref.expand import expand
+from fpe_ref.experiments import trainers
+from fpe_ref.fast import kernels as K
+from fpe_ref.fast.trainer import FusedTrainer, train_batched
+from fpe_ref.layers import LOSSES
 from fpe_ref.mlp import MLP
-from fpe_ref.optim import Adam
+from fpe_ref.optim import Adam, schedule
 from fpe_ref.train import TrainConfig, train, train_step
 
 FORMAT_VERSION = 1
@@ -179,7 +185,8 @@ def _timed(run_epoch, cfg: BenchConfig, steps):
 def _numpy_epoch(model, X, y, tcfg, rng):
     opt = Adam(model.params, tcfg.lr, tcfg.betas, tcfg.eps)
     n, B = X.shape[0], tcfg.batch_size
-    binary = model.loss_name == "bce"
+    predict = LOSSES[model.loss_name].predict
+    lr, pen = schedule(tcfg, 1)
 
     def run():  # the body of fpe_ref.train.train's epoch
         order = rng.permutation(n)
@@ -187,10 +194,9 @@ def _numpy_epoch(model, X, y, tcfg, rng):
         for start in range(0, n, B):
             idx = order[start:start + B]
             Xb, yb = X[idx], y[idx]
-            loss, logits = train_step(model, opt, Xb, yb, tcfg.penalties, tcfg.lr)
+            loss, logits = train_step(model, opt, Xb, yb, pen, lr)
             loss_sum += loss * len(idx)
-            pred = (logits[:, 0] > 0) if binary else logits.argmax(axis=1)
-            correct += float(np.sum(pred == yb))
+            correct += float(np.sum(predict(logits) == yb))
         return loss_sum / n
     return run
 
@@ -205,113 +211,15 @@ def _numba_epoch(model, X, y, tcfg, rng):
 
 
 # ----------------------------------------------------------------------------- PyTorch
-def torch_net(model):
-    """``model`` written the usual way in PyTorch: two ``nn.Linear``, masks multiplied in forward."""
-    torch = _torch()
-    nn = torch.nn
-    F = torch.nn.functional
-    dt = torch.float64 if model.dtype == np.float64 else torch.float32
+def _torch_ref():
+    """The PyTorch twin, :mod:`fpe_ref.parity.torch_ref` (imported only when torch is)."""
+    from fpe_ref.parity import torch_ref
 
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            d, h, C = model.sizes
-            self.fc1 = nn.Linear(d, h).to(dt)
-            self.fc2 = nn.Linear(h, C).to(dt)
-            with torch.no_grad():
-                for lin, l in ((self.fc1, 1), (self.fc2, 2)):
-                    lin.weight.copy_(torch.from_numpy(model.params[f"W{l}"]))
-                    lin.bias.copy_(torch.from_numpy(model.params[f"b{l}"]))
-            for l in (1, 2):
-                M = model.masks.get(f"W{l}")
-                self.register_buffer(f"m{l}", None if M is None else torch.from_numpy(M.astype(model.dtype)))
-
-        def weights(self):
-            w1 = self.fc1.weight if self.m1 is None else self.fc1.weight * self.m1
-            w2 = self.fc2.weight if self.m2 is None else self.fc2.weight * self.m2
-            return w1, w2
-
-        def forward(self, x):
-            w1, w2 = self.weights()
-            return F.linear(torch.relu(F.linear(x, w1, self.fc1.bias)), w2, self.fc2.bias), (w1, w2)
-
-    return Net()
-
-
-class TorchTrainer:
-    """``train``'s loop in PyTorch for one model: the same batches, warm-up and penalties."""
-
-    def __init__(self, model, X, y, tcfg: TrainConfig, X_test=None, y_test=None):
-        torch = _torch()
-        self.torch, self.F = torch, torch.nn.functional
-        self.model, self.tcfg = model, tcfg
-        self.net = torch_net(model)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=tcfg.lr, betas=tcfg.betas, eps=tcfg.eps)
-        self.X = torch.from_numpy(np.ascontiguousarray(X, dtype=model.dtype))
-        self.y = torch.from_numpy(np.asarray(y))
-        self.yf = self.y.to(self.X.dtype)
-        self.X_test = None if X_test is None else torch.from_numpy(np.ascontiguousarray(X_test, dtype=model.dtype))
-        self.y_test = None if y_test is None else torch.from_numpy(np.asarray(y_test))
-        self.binary = model.sizes[-1] == 1
-
-    def epoch(self, epoch: int, order):
-        """One epoch over the permutation ``order`` (numpy); returns the mean training loss."""
-        tcfg, net, F = self.tcfg, self.net, self.F
-        r = min(1.0, epoch / tcfg.warmup_epochs)
-        for g in self.opt.param_groups:
-            g["lr"] = tcfg.lr * r if tcfg.warmup == "lr" else tcfg.lr
-        pen = tcfg.penalties.scaled(r) if tcfg.warmup == "penalty" else tcfg.penalties
-        order = self.torch.from_numpy(order)
-        n, B = order.shape[0], tcfg.batch_size
-        loss_sum = correct = 0.0
-        for start in range(0, n, B):
-            idx = order[start:start + B]
-            xb, yb = self.X[idx], self.y[idx]
-            self.opt.zero_grad(set_to_none=True)
-            logits, (w1, w2) = net(xb)
-            if self.binary:
-                loss = F.binary_cross_entropy_with_logits(logits[:, 0], self.yf[idx])
-                pred = logits[:, 0] > 0
-            else:
-                loss = F.cross_entropy(logits, yb)
-                pred = logits.argmax(dim=1)
-            total = loss + pen.l1 * w1.abs().sum() + pen.l2 * sum((p * p).sum() for p in (w1, net.fc1.bias, w2, net.fc2.bias))
-            total.backward()
-            self.opt.step()
-            loss_sum += total.item() * len(idx)
-            correct += (pred == yb).sum().item()  # training accuracy, as train() keeps it
-        return loss_sum / n
-
-    def test_accuracy(self) -> float:
-        with self.torch.no_grad():
-            z, _ = self.net(self.X_test)
-            p = (z[:, 0] > 0).long() if self.binary else z.argmax(dim=1)
-            return float((p == self.y_test).double().mean())
-
-    def write_back(self):
-        with self.torch.no_grad():
-            w1, w2 = self.net.weights()
-            for l, (w, b) in enumerate(((w1, self.net.fc1.bias), (w2, self.net.fc2.bias)), start=1):
-                self.model.params[f"W{l}"][...] = w.numpy()
-                self.model.params[f"b{l}"][...] = b.numpy()
-        self.model.apply_masks()
-
-
-def torch_train(model, X, y, tcfg: TrainConfig, rng, X_test=None, y_test=None):
-    """Train ``model`` like :func:`fpe_ref.train.train` in PyTorch (the same permutations from
-    ``rng``); copies the result back into ``model``; returns the test accuracy of each epoch."""
-    tr = TorchTrainer(model, X, y, tcfg, X_test, y_test)
-    accs = []
-    for epoch in range(1, tcfg.epochs + 1):
-        tr.epoch(epoch, rng.permutation(X.shape[0]))
-        if X_test is not None:
-            accs.append(tr.test_accuracy())
-    tr.write_back()
-    return accs
+    return torch_ref
 
 
 def _torch_epoch(model, X, y, tcfg, rng):
-    tr = TorchTrainer(model, X, y, tcfg)
+    tr = _torch_ref().TorchTrainer(model, X, y, tcfg)
 
     def run():
         tr.epoch(1, rng.permutation(X.shape[0]))
@@ -388,28 +296,33 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
     e = cfg.case_study_epochs
     cs = CaseStudyConfig(dense_epochs=e, fpe_epochs=e, trials=cfg.case_study_trials, seed=cfg.seed,
                          train=TrainConfig(warmup_epochs=e))
-    ways = {
-        "numpy, one model at a time": lambda: _case_study_loop(
-            cs, lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt)),
-        "numba, one model at a time": lambda: _case_study_loop(
-            cs, lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt, backend="numba")),
-        "numba, batched": None,
-    }
-    if cfg.torch and _torch() is not None:
-        ways["torch, one model at a time"] = lambda: _case_study_loop(
-            cs, lambda m, X, y, c, r, Xt, yt: torch_train(m, X, y, c, r, Xt, yt))
+    numba = trainers.get("numba", "case_study")
+
+    def numpy_one(m, X, y, c, r, Xt, yt):
+        train(m, X, y, c, r, X_test=Xt, y_test=yt)
+
+    def numba_one(m, X, y, c, r, Xt, yt):
+        numba.train(m, X, y, c, r, X_test=Xt, y_test=yt)
 
     def batched():
         tr, te, groups = make_data(cs)
         out = run_trials(cs, list(range(cs.trials)), tr, te, groups, backend="numba")
         return {v: [rec["models"][v]["after"]["test_acc"] for rec, _, _ in out] for v in VARIANTS}
-    ways["numba, batched"] = batched
+
+    ways = {"numpy, one model at a time": lambda: _case_study_loop(cs, numpy_one),
+            "numba, one model at a time": lambda: _case_study_loop(cs, numba_one),
+            "numba, batched": batched}
+    if cfg.torch and _torch() is not None:
+        torch_ref = _torch_ref()
+
+        def torch_one(m, X, y, c, r, Xt, yt):
+            torch_ref.train(m, X, y, c, r, X_test=Xt, y_test=yt)
+        ways["torch, one model at a time"] = lambda: _case_study_loop(cs, torch_one)
     # compile the numba kernels outside the timing (a 2-epoch run)
     small = replace(cs, dense_epochs=1, fpe_epochs=1, trials=2)
     tr, te, groups = make_data(small)
     run_trials(small, [0, 1], tr, te, groups, backend="numba")
-    _case_study_loop(replace(small, trials=1), lambda m, X, y, c, r, Xt, yt: train(m, X, y, c, r, X_test=Xt, y_test=yt,
-                                                                                    backend="numba"))
+    _case_study_loop(replace(small, trials=1), numba_one)
     out = {"epochs_per_phase": e, "trials": cs.trials, "runs": cs.trials * (1 + len(VARIANTS)),
            "steps": cs.trials * (1 + len(VARIANTS)) * e * -(-int(cs.n_samples * (1 - cs.test_fraction)) // 500),
            "wall_s": {}, "accs": {}}
@@ -444,9 +357,9 @@ def agreement(steps: int = 1000, seed: int = 0) -> dict:
         train(m, X, y, tcfg, np.random.default_rng(10 + i))
     single = [m.copy() for m in models]
     for i, m in enumerate(single):
-        train(m, X, y, tcfg, np.random.default_rng(10 + i), backend="numba")
+        train_batched([m], X, y, tcfg, [np.random.default_rng(10 + i)], backend="numba")
     batch = [m.copy() for m in models]
-    train_batched(batch, X, y, tcfg, [np.random.default_rng(10 + i) for i in range(len(batch))])
+    train_batched(batch, X, y, tcfg, [np.random.default_rng(10 + i) for i in range(len(batch))], backend="numba")
     return {"steps": steps, "numba_vs_numpy": max(rel(a, b) for a, b in zip(ref, single)),
             "batched_vs_one_at_a_time": max(rel(a, b) for a, b in zip(single, batch)),
             "batched_vs_numpy": max(rel(a, b) for a, b in zip(ref, batch))}
@@ -461,7 +374,7 @@ def _find(rows, **kw):
 
 
 def targets(rows, cs, agree) -> dict:
-    """The issue's targets, evaluated on this run (float32, d=512 C=100 h=32, alpha=4)."""
+    """The bench's targets, evaluated on this run (float32, d=512 C=100 h=32, alpha=4)."""
     out = {}
     base = dict(d=512, h=32, C=100, dtype="float32")
     sp = _find(rows, **base, alpha=4, impl="numba")

@@ -5,8 +5,9 @@ clauses ... expansion factor alpha = {2, 4}"), Figures 3 and 4, A.6 Tables A1/A2
 
 One run = one grid point ``(m, hidden)`` x one ``alpha`` x one trial, computed by
 ``fpe_ref.experiments.case_study.run_trial`` (Sec. 3.1's workflow: dense parent, clause and random
-split, all three trained on). ``boolean_run`` is the *only* place that trains: a faster
-trainer plugs in there (give it its own ``trainer`` name, so its runs get their own keys).
+split, all three trained on). ``boolean_run`` is the *only* place that trains; the key's
+``trainer`` names the implementation (:mod:`fpe_ref.experiments.trainers`), so the runs of
+each trainer, and of each version of its numerics, get their own keys.
 
 The grids (the paper gives ranges, not steps; the steps are our choice)
 -----------------------------------------------------------------------
@@ -40,30 +41,16 @@ import glob
 import os
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from fpe_ref.experiments.case_study import CaseStudyConfig, make_data, run_trial
 from fpe_ref.data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split
 from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.experiments import trainers
 from fpe_ref.experiments.runs import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
+from fpe_ref.metrics import mean_cosine
 from fpe_ref.train import TrainConfig
 
 KIND = "boolean"
-# Trainers, named in every run key. The suffix versions the numerics: "-v2" is the core since
-# the vectorised random split (commit ca2b1d1), which draws other (identically distributed)
-# masks from the same seed than before. "numpy-reference" names the v1 runs (before
-# ca2b1d1, results/boolean/numpy-v1/); this core cannot reproduce them and refuses to.
-TRAINERS = {"numba-v2": "numba", "numpy-v2": "numpy"}  # key name -> case_study.run_trial backend
-LEGACY_TRAINERS = {"numpy-reference": "NumPy trainer before the vectorised random split (commit ca2b1d1)"}
-TRAINER = "numba-v2"  # default: the fused numba kernels, equal to the NumPy reference to rounding
-
-
-def trainer_key(backend: str) -> str:
-    """The current key name of a ``run_trial`` backend ("numba" -> "numba-v2")."""
-    for name, b in TRAINERS.items():
-        if b == backend:
-            return name
-    raise FPEError(f"unknown trainer backend {backend!r}; choose from {', '.join(TRAINERS.values())}")
+TRAINER = trainers.key_name(trainers.AUTO, KIND)  # the default run-key trainer: "numba-v2"
 
 # The paper's grids (steps chosen by us where the paper only gives a range).
 TABLE_LITERALS = (12, 24, 32, 40, 60, 80, 100, 128)
@@ -119,14 +106,18 @@ class SweepConfig:
     carry_optimizer: bool = False  # fresh Adam after the split (Alg. A3 instantiates one per model)
     out_scale: str = "duplicate"  # Alg. A1
     train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs set per phase
-    trainer: str = TRAINER  # which implementation trains (part of the key; TRAINERS)
+    trainer: str = TRAINER  # which implementation trains: its run-key name (trainers.key_names("boolean"))
 
     def __post_init__(self):
-        if self.trainer not in TRAINERS and self.trainer not in LEGACY_TRAINERS:
-            raise FPEError(f"unknown trainer {self.trainer!r}; choose from {', '.join(TRAINERS)}")
+        if not trainers.is_known_key(self.trainer, KIND):
+            raise FPEError(f"unknown trainer {self.trainer!r}; choose from {', '.join(trainers.key_names(KIND))}")
         check_positive_ints(self, ("k", "trials", "dense_epochs", "fpe_epochs", "n_samples"))
         check_positive_ints(self, ("seed",), minimum=0)
         check_test_split(self.n_samples, self.test_fraction)  # before any run (and before sweep.json)
+        if self.trainer in trainers.key_names(KIND):  # legacy names are refused by boolean_run
+            # every run's models are [m, h, 1] without LayerNorm, so one stand-in checks them all
+            trainers.from_key(self.trainer, KIND).check_sizes([2 * self.k, 2, 1], self.train,
+                                                              what="the sweep's [m, hidden, 1] MLPs")
 
     def signature(self) -> dict:
         """The config minus ``trials`` (more trials extend a sweep; anything else makes a new one)."""
@@ -218,30 +209,26 @@ def boolean_run(key: dict) -> dict:
     """One run: ``case_study.run_trial`` at the key's point, alpha and trial; the slim record.
 
     This is the per-run function the sweep runner ships to the workers, and the one place
-    where training happens. The key's ``trainer`` picks ``run_trial``'s backend (``TRAINERS``):
+    where training happens. The key's ``trainer`` is a run-key name of
+    :mod:`fpe_ref.experiments.trainers` (``trainers.from_key``; a legacy name is refused):
     a new trainer, or a change of the numerics of an existing one, gets a new name, so that
     a store never mixes two realisations under one key. Besides ``run_trial``'s metrics it
     records the unsigned mean cosine (``cosine_abs``, after training) and returns the four
     trained models' parameters and masks (``parent``, ``dense``, ``clause``, ``random``),
     which the runner saves to ``arrays/<run_id>.npz`` so that any metric can be recomputed.
     """
-    trainer = key.get("trainer")
-    if trainer in LEGACY_TRAINERS:
-        raise FPEError(f"runs of trainer {trainer!r} ({LEGACY_TRAINERS[trainer]}) cannot be reproduced by this "
-                       f"fpe-ref; use one of {', '.join(TRAINERS)}")
-    if trainer not in TRAINERS:
-        raise FPEError(f"unknown trainer {trainer!r}; this fpe-ref trains with {', '.join(TRAINERS)}")
+    trainer = trainers.from_key(key.get("trainer"), KIND)
     why = feasible(key["m"], key["k"], key["alpha"])
     if why is not None:
         raise FPEError(why)
     cfg = case_config(key)
     tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
-    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, backend=TRAINERS[trainer])
+    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, backend=trainer.name)
     out = slim_record(rec)
-    out["parent"]["cosine_abs"] = mean_abs_cosine(parent.params["W1"])
+    out["parent"]["cosine_abs"] = mean_cosine(parent.params["W1"], absolute=True)
     arrays = _arrays("parent", parent)
     for v, model in models.items():
-        out["models"][v]["after"]["cosine_abs"] = mean_abs_cosine(model.params["W1"])
+        out["models"][v]["after"]["cosine_abs"] = mean_cosine(model.params["W1"], absolute=True)
         arrays.update(_arrays(v, model))
     out[ARRAYS_FIELD] = arrays
     return out
@@ -252,22 +239,6 @@ def _arrays(prefix, model) -> dict:
     out = {f"{prefix}/{k}": v for k, v in model.params.items()}
     out.update({f"{prefix}/mask:{k}": v for k, v in model.masks.items()})
     return out
-
-
-def mean_abs_cosine(W1) -> float:
-    """Mean ``|cos(w_a, w_b)|`` over pairs of distinct non-zero rows of ``W1`` (an extra, unsigned variant).
-
-    ``fpe_ref.metrics.mean_cosine`` averages the *signed* cosine (its docstring); positive and
-    negative pairs then cancel. The paper's Table A2 values (0.1 to 0.38, never negative)
-    look unsigned, so the sweep records this variant too and the report shows both.
-    """
-    norms = np.linalg.norm(W1, axis=1)
-    U = W1[norms > 0] / norms[norms > 0, None]
-    n = U.shape[0]
-    if n < 2:
-        return float("nan")
-    iu = np.triu_indices(n, k=1)
-    return float(np.abs(U @ U.T)[iu].mean())
 
 
 def quick_config(**overrides) -> SweepConfig:

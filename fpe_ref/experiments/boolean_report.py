@@ -5,6 +5,7 @@ and their regressions), A.6 (Tables A1/A2).
 
 Statistics (choices, since the paper names its quantities but not its estimators)
 ---------------------------------------------------------------------------------
+Computed by :mod:`fpe_ref.experiments.stats`; number formats from :mod:`fpe_ref.experiments.tables`.
 For a cell (grid point ``(m, hidden)`` and ``alpha``) with FPE values ``a_1..a_n`` and dense
 values ``b_1..b_n`` over trials (one dense baseline per trial, the same trial seeds):
 
@@ -40,19 +41,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 
 import numpy as np
 
 from fpe_ref.errors import FPEError
 from fpe_ref.experiments.runs import STORE_NAME, RunStore
+from fpe_ref.experiments.stats import linfit, mean_sd_se, relative_improvement
+from fpe_ref.experiments.tables import count_note, mean_pm, num, p_value, ratio_cell, table
 
 VARIANTS = ("dense", "clause", "random")
 SPLITS = ("clause", "random")
 SPLIT_COLORS = {"clause": "tab:blue", "random": "tab:orange", "dense": "k"}
 ALPHA_STYLES = {2: ":", 4: "-"}  # Figure 4c: dotted alpha 2, solid alpha 4
 ALPHA_MARKERS = {2: "o", 4: "s"}
-SIG_LEVEL = 0.05
 METRICS = ("capacity", "cosine", "cosine_abs")  # interference metrics with a fold change
 METRIC_LABEL = {"capacity": "feature capacity", "cosine": "mean neuron cosine (signed)",
                 "cosine_abs": "mean neuron |cosine| (unsigned)"}
@@ -79,63 +80,6 @@ PAPER_TABLE_A2 = {
     100: ((0.312, 0.081), (0.134, 0.028), (0.144, 0.041)),
     128: ((0.262, 0.081), (0.105, 0.031), (0.108, 0.027)),
 }
-
-
-# ---------------------------------------------------------------- statistics
-def mean_sd_se(x) -> dict:
-    """Mean, sample sd (ddof=1), standard error of the mean and n (sd, se are nan for n < 2)."""
-    x = np.asarray(x, dtype=float)
-    n = int(x.size)
-    if n == 0:
-        return {"mean": math.nan, "sd": math.nan, "se": math.nan, "n": 0}
-    sd = float(np.std(x, ddof=1)) if n > 1 else math.nan
-    return {"mean": float(np.mean(x)), "sd": sd, "se": sd / math.sqrt(n) if n > 1 else math.nan, "n": n}
-
-
-def welch_p(a, b) -> float:
-    """Two-sided Welch t-test p-value of ``a`` vs ``b``; nan if it is undefined (module docstring)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size < 2 or b.size < 2 or (np.var(a) == 0 and np.var(b) == 0):
-        return math.nan
-    from scipy import stats
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def ratio(a, b) -> dict:
-    """``mean(a) / mean(b)`` with its delta-method SE, Welch's p and the significance mark.
-
-    Returns ``{"ratio", "se", "p", "sig", "n_a", "n_b", "a": mean_sd_se(a), "b": mean_sd_se(b)}``.
-    """
-    sa, sb = mean_sd_se(a), mean_sd_se(b)
-    if sa["n"] == 0 or sb["n"] == 0 or sb["mean"] == 0:
-        r = se = math.nan
-    else:
-        r = sa["mean"] / sb["mean"]
-        if sa["n"] > 1 and sb["n"] > 1 and sa["mean"] != 0:
-            se = abs(r) * math.sqrt((sa["se"] / sa["mean"]) ** 2 + (sb["se"] / sb["mean"]) ** 2)
-        else:
-            se = math.nan
-    p = welch_p(a, b)
-    return {"ratio": r, "se": se, "p": p, "sig": bool(p < SIG_LEVEL) if not math.isnan(p) else False,
-            "n_a": sa["n"], "n_b": sb["n"], "a": sa, "b": sb}
-
-
-def linfit(x, y) -> dict:
-    """Least squares ``y = slope * x + intercept`` and ``R^2 = 1 - SS_res / SS_tot`` (nan if undefined)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = int(x.size)
-    if n < 2 or np.ptp(x) == 0:
-        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "n": n}
-    slope, intercept = np.polyfit(x, y, 1)
-    ss_res = float(np.sum((y - (slope * x + intercept)) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
-    return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": n}
 
 
 # ---------------------------------------------------------------- loading
@@ -193,53 +137,17 @@ class Cells:
 
     def rel(self, m, h, a, split, field="test_acc") -> dict:
         """Relative improvement (or fold change for capacity/cosine) of ``split`` over dense."""
-        return ratio(self.values(m, h, a, split, field), self.values(m, h, a, "dense", field))
+        return relative_improvement(self.values(m, h, a, split, field), self.values(m, h, a, "dense", field))
 
     def count(self, m, h, a) -> int:
         return len(self.runs(m, h, a))
 
 
 # ---------------------------------------------------------------- formatting
-def _f(x, nd=3):
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def _pm(s, nd=3, key="sd"):
-    if s["n"] == 0:
-        return "—"
-    if s["n"] == 1:
-        return f"{s['mean']:.{nd}f} (n=1)"
-    return f"{s['mean']:.{nd}f} ± {s[key]:.{nd}f}"
-
-
-def _p(p):
-    """A p-value for a table: 3 decimals, or "<0.001"."""
-    if p is None or math.isnan(p):
-        return "—"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
 def _paper(x):
     """A paper table entry as the paper prints it: mean to 4 significant digits, sd to 3 decimals."""
     mean, sd = x
     return f"{mean:.3f} ± {sd:.3f}" if mean < 10 else f"{mean:.2f} ± {sd:.3f}"
-
-
-def _rel(r, nd=3):
-    if math.isnan(r["ratio"]):
-        return "—"
-    se = f" ± {r['se']:.{nd}f}" if not math.isnan(r["se"]) else ""
-    return f"{r['ratio']:.{nd}f}{se}{'*' if r['sig'] else ''}"
-
-
-def _n(c, planned):
-    return "" if c == planned else f" (n={c}/{planned})"
-
-
-def _table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- grids of the sweep
@@ -471,7 +379,7 @@ def fig4c(fits, meta, path):
             ok = np.isfinite(x) & np.isfinite(y)
             ax.scatter(x[ok], y[ok], color=SPLIT_COLORS[s], marker=ALPHA_MARKERS.get(a, "^"), s=22)
             fit = d["fit"]
-            lab = f"{s}-split, α={a}: R²={_f(fit['r2'], 2)} (n={fit['n']})"
+            lab = f"{s}-split, α={a}: R²={num(fit['r2'], 2)} (n={fit['n']})"
             if not math.isnan(fit["slope"]):
                 xx = np.linspace(x[ok].min(), x[ok].max(), 10)
                 ax.plot(xx, fit["slope"] * xx + fit["intercept"], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"),
@@ -539,12 +447,12 @@ def _tables_a1_a2(cells, meta):
             rows = []
             for m in ms:
                 n = cells.count(m, h, a)
-                ours = [_pm(mean_sd_se(cells.values(m, h, a, v, field))) for v in VARIANTS]
+                ours = [mean_pm(mean_sd_se(cells.values(m, h, a, v, field))) for v in VARIANTS]
                 pap = [_paper(x) for x in paper[m]] if m in paper else ["—"] * 3
-                rows.append([f"{m}{_n(n, cells.planned)}"] + [f"{o} \\| {p}" for o, p in zip(ours, pap)])
+                rows.append([f"{m}{count_note(n, cells.planned)}"] + [f"{o} \\| {p}" for o, p in zip(ours, pap)])
             lines.append(f"### {title} ({better} = less superposition), α = {a}, {h} neurons\n")
             lines.append("Each cell: **ours** (mean ± sd over trials, after phase 2) \\| paper.\n")
-            lines.append(_table(["# literals", "Dense", "Clause-split", "Random-split"], rows))
+            lines.append(table(["# literals", "Dense", "Clause-split", "Random-split"], rows))
             lines.append("")
     return lines
 
@@ -560,14 +468,14 @@ def _accuracy_table(cells, meta, pts, label_of, title):
         fc = [cells.rel(m, h, a, s, "capacity") for s in SPLITS]
         fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
         fu = [cells.rel(m, h, a, s, "cosine_abs") for s in SPLITS]
-        rows.append([label_of(p), str(a), f"{n}/{cells.planned}", _pm(par), *[_pm(s) for s in accs],
-                     _rel(rc), _p(rc["p"]), _rel(rr), _p(rr["p"]),
-                     *[_rel(x, 2) for x in fc], *[_rel(x, 2) for x in fo], *[_rel(x, 2) for x in fu]])
+        rows.append([label_of(p), str(a), f"{n}/{cells.planned}", mean_pm(par), *[mean_pm(s) for s in accs],
+                     ratio_cell(rc), p_value(rc["p"]), ratio_cell(rr), p_value(rr["p"]),
+                     *[ratio_cell(x, 2) for x in fc], *[ratio_cell(x, 2) for x in fo], *[ratio_cell(x, 2) for x in fu]])
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
             "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random",
             "\\|cos\\| FC clause", "\\|cos\\| FC random"]
-    return [f"### {title}\n", _table(head, rows), ""]
+    return [f"### {title}\n", table(head, rows), ""]
 
 
 def markdown(cells, meta, fits, n_records) -> str:
@@ -592,7 +500,7 @@ def markdown(cells, meta, fits, n_records) -> str:
         done = sum(min(cells.count(*p), cells.planned) for p in pts)
         full = sum(cells.count(*p) >= cells.planned for p in pts)
         rows.append([name, g["paper"], f"{done}/{len(pts) * cells.planned}", f"{full}/{len(pts)}"])
-    L += [_table(["grid", "paper", "runs finished", "cells complete"], rows), ""]
+    L += [table(["grid", "paper", "runs finished", "cells complete"], rows), ""]
     L.append("## Tables A1 / A2\n")
     L += _tables_a1_a2(cells, meta)
     L.append("## Absolute accuracies, relative improvement and fold changes\n")
@@ -614,14 +522,14 @@ def markdown(cells, meta, fits, n_records) -> str:
                     r = cells.rel(c * k, h, a, s)
                     n = cells.count(c * k, h, a)
                     row.append("—" if math.isnan(r["ratio"]) else
-                               f"{100 * (r['ratio'] - 1):+.1f}{'*' if r['sig'] else ''}{_n(n, cells.planned)}")
+                               f"{100 * (r['ratio'] - 1):+.1f}{'*' if r['sig'] else ''}{count_note(n, cells.planned)}")
                 rows.append(row)
             L += [f"**{s}-split, α = {a}** (rows: hidden neurons; columns: clauses)\n",
-                  _table(["h \\ C"] + [str(c) for c in cs], rows), ""]
+                  table(["h \\ C"] + [str(c) for c in cs], rows), ""]
     L.append(f"## Figure 4c: least-squares fits of RI on fold change (varying neurons, {_fixed(meta, 'fig3a')})\n")
-    rows = [[f, s, str(a), _f(d["fit"]["slope"]), _f(d["fit"]["intercept"]), _f(d["fit"]["r2"]), str(d["fit"]["n"])]
+    rows = [[f, s, str(a), num(d["fit"]["slope"]), num(d["fit"]["intercept"]), num(d["fit"]["r2"]), str(d["fit"]["n"])]
             for (f, s, a), d in fits.items()]
-    L += [_table(["fold change of", "split", "α", "slope", "intercept", "R²", "points"], rows), ""]
+    L += [table(["fold change of", "split", "α", "slope", "intercept", "R²", "points"], rows), ""]
     L.append("Figures: `fig3ab.png`, `fig3c.png`, `fig4ab.png`, `fig4c.png`, `fig_accuracy.png`.")
     return "\n".join(L) + "\n"
 

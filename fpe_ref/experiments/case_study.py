@@ -35,8 +35,8 @@ from fpe_ref.metrics import interference
 from fpe_ref.mlp import MLP
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
+from fpe_ref.experiments import trainers
 from fpe_ref.experiments.runs import RunStore
-from fpe_ref.fast.trainer import train_batched
 from fpe_ref.train import TrainConfig, TrialSummary
 
 VARIANTS = ("dense", "clause", "random")
@@ -78,8 +78,9 @@ def make_data(cfg: CaseStudyConfig):
 def run_trial(cfg: CaseStudyConfig, t: int, tr, te, groups, on_epoch=None, backend: str = "numpy"):
     """One trial: returns (record dict, {variant: trained MLP}, dense parent after phase 1).
 
-    ``backend="numba"`` trains the three phase-2 models side by side (:mod:`fpe_ref.fast.trainer`);
-    the result equals the numpy reference to rounding (~1e-11 in float64).
+    ``backend`` is a trainer of :mod:`fpe_ref.experiments.trainers` (``"numpy"``, ``"numba"``
+    or ``"auto"``): ``"numba"`` trains the three phase-2 models side by side; the result
+    equals the numpy reference to rounding (~1e-11 in float64).
     """
     return run_trials(cfg, [t], tr, te, groups, on_epoch, backend)[0]
 
@@ -92,21 +93,24 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, backend:
     variant), so a trial's record does not depend on which other trials ran beside it:
     ``run_trials(cfg, [0, 1, 2], ...)`` gives the records of ``run_trial`` for 0, 1 and 2.
     With ``carry_optimizer`` every split model starts from its parent's phase-1 Adam state
-    (taken before the dense model continues that state in phase 2). Returns a list of
-    ``(record, {variant: model}, parent)`` in the order of ``ts``.
+    (taken before the dense model continues that state in phase 2). ``backend`` names the
+    trainer (:func:`fpe_ref.experiments.trainers.get`); the record's ``"backend"`` is its
+    resolved name. Returns a list of ``(record, {variant: model}, parent)`` in the order of ``ts``.
     """
+    trainer = trainers.get(backend, "case_study")
     h = cfg.hidden
     tcfg1 = replace(cfg.train, epochs=cfg.dense_epochs)
     tcfg2 = replace(cfg.train, epochs=cfg.fpe_epochs)
     ts = list(ts)
     parents = [MLP.init([cfg.m, h, 1], stream(cfg.seed, "init", t)) for t in ts]
-    phase1 = train_batched(parents, tr.X, tr.y, tcfg1, [stream(cfg.seed, "shuffle", t, "dense-phase1") for t in ts],
-                           X_test=te.X, y_test=te.y, on_epoch=on_epoch, backend=backend)
+    phase1 = trainer.train_many(parents, tr.X, tr.y, tcfg1,
+                                [stream(cfg.seed, "shuffle", t, "dense-phase1") for t in ts],
+                                X_test=te.X, y_test=te.y, on_epoch=on_epoch)
     out, jobs = [], []  # jobs: (trial index, variant, model, optimizer, rng)
     for k, (t, parent, (opt, hist1)) in enumerate(zip(ts, parents, phase1)):
         rec = {"trial": t, "parent": {"test_acc": parent.accuracy(te.X, te.y), **interference(parent.params["W1"], groups),
                                       "ledger": asdict(parent.ledger()), "history": hist1.to_dict()},
-               "models": {}, "backend": backend}
+               "models": {}, "backend": trainer.name}
         out.append((rec, {}, parent))
         carried = {}
         for v in VARIANTS:
@@ -119,8 +123,8 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, backend:
             model, report, opt2 = (parent.copy(), None, opt if cfg.carry_optimizer else None) if v == "dense" else carried[v]
             rec["models"][v] = {"split": {"test_acc": model.accuracy(te.X, te.y), **interference(model.params["W1"], groups)}}
             jobs.append((k, v, model, report, opt2, stream(cfg.seed, "shuffle", t, v)))
-    phase2 = train_batched([j[2] for j in jobs], tr.X, tr.y, tcfg2, [j[5] for j in jobs], X_test=te.X, y_test=te.y,
-                           optimizers=[j[4] for j in jobs], on_epoch=on_epoch, backend=backend)
+    phase2 = trainer.train_many([j[2] for j in jobs], tr.X, tr.y, tcfg2, [j[5] for j in jobs], X_test=te.X,
+                                y_test=te.y, optimizers=[j[4] for j in jobs], on_epoch=on_epoch)
     for (k, v, model, report, _, _), (_, hist2) in zip(jobs, phase2):
         rec, models, _ = out[k]
         rec["models"][v].update({
@@ -185,8 +189,10 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, back
     parents' phase 1 is one batch and the 3 x T phase-2 models another, which is ~10x faster
     than one model at a time and equal to it to rounding; ``backend="numpy"`` trains them one
     at a time with the reference loop. Trials are recorded when their batch finishes, so an
-    interrupted run resumes with the trials that were not yet recorded.
+    interrupted run resumes with the trials that were not yet recorded. A trainer that cannot
+    train the config's models (numba with ``orth > 0``) is refused before any work.
     """
+    trainers.get(backend, "case_study").check_sizes([cfg.m, cfg.hidden, 1], cfg.train)
     if cfg.m % cfg.k:
         raise FPEError(f"m={cfg.m} literals is not divisible by k={cfg.k}")
     check_alpha(cfg.alpha, cfg.m)  # fail before training, not after phase 1

@@ -65,11 +65,26 @@ class Trainer:
     unsupported: Callable  # (model, cfg, optimizer) -> None, or why this trainer cannot train the model
     run_keys: Mapping[str, str]  # experiment -> the trainer's name in that experiment's run keys
 
-    def check(self, model, cfg, optimizer=None) -> None:
+    def check(self, model, cfg, optimizer=None, *, what: str = "this model") -> None:
         """One-line ``FPEError`` when this trainer cannot train ``model`` (before any work)."""
         why = self.unsupported(model, cfg, optimizer)
         if why is not None:
-            raise FPEError(f"the {self.name} trainer cannot train this model: {why}")
+            raise FPEError(f"the {self.name} trainer cannot train {what}: {why}")
+
+    def check_sizes(self, sizes, cfg, *, layer_norm=False, optimizer=None, what: str | None = None) -> None:
+        """:meth:`check` for models of ``sizes`` before any exists (a sweep's configuration).
+
+        A stand-in ``MLP.init(sizes, 0, layer_norm=layer_norm)`` is checked: what a trainer
+        supports depends on the architecture, ``cfg`` and the optimizer's type, never on the
+        weights. ``optimizer``: ``None`` (a fresh Adam) or ``params -> optimizer``, the kind
+        of optimizer the runs will continue. ``what`` names the models in the error
+        (default: their sizes).
+        """
+        from fpe_ref.mlp import MLP
+
+        probe = MLP.init(sizes, 0, layer_norm=layer_norm)
+        self.check(probe, cfg, None if optimizer is None else optimizer(probe.params),
+                   what=what or f"models of sizes {list(sizes)}")
 
     def train(self, model, X, y, cfg, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None):
         """One model: ``(optimizer, History)``, as :func:`fpe_ref.train.train` returns."""
@@ -78,6 +93,8 @@ class Trainer:
                                on_epoch=on_epoch)[0]
 
 
+# The Boolean names' "-v2": the numerics since the vectorised random split (commit ca2b1d1), which draws
+# other (identically distributed) masks from the same seed than the runs named in LEGACY.
 TRAINERS = {
     "numpy": Trainer("numpy", "the NumPy reference loop (fpe_ref.train.train), one model at a time",
                      _train_numpy, _numpy_unsupported,
@@ -89,6 +106,10 @@ TRAINERS = {
 }
 CHOICES = (AUTO,) + tuple(TRAINERS)
 AUTO_CHOICE = {"case_study": "numba", "boolean": "numba", "vision": "numpy"}  # what "auto" means per experiment
+# Names that stored runs carry but no trainer of this fpe-ref reproduces: experiment -> {name: what computed them}.
+# "numpy-reference" names the Boolean runs of results/boolean/numpy-v1/, made before the vectorised random split
+# (commit ca2b1d1) drew other, identically distributed, masks from the same seed. They load for reports only.
+LEGACY = {"boolean": {"numpy-reference": "NumPy trainer before the vectorised random split (commit ca2b1d1)"}}
 
 HELP = ("Which implementation of Alg. A3 trains. numpy: the reference loop, one model at a time. "
         "numba: the fused compiled step, the models of a run side by side (equal to numpy to rounding; "
@@ -96,10 +117,14 @@ HELP = ("Which implementation of Alg. A3 trains. numpy: the reference loop, one 
         "vision experiments (what the committed results used). Runs record the trainer in their keys.")
 
 
-def get(name: str, experiment: str) -> Trainer:
-    """The trainer ``name`` (``auto`` resolved for ``experiment``); a one-line error for unknown names."""
+def _check_experiment(experiment: str) -> None:
     if experiment not in EXPERIMENTS:
         raise FPEError(f"unknown experiment {experiment!r}; one of {', '.join(EXPERIMENTS)}")
+
+
+def get(name: str, experiment: str) -> Trainer:
+    """The trainer ``name`` (``auto`` resolved for ``experiment``); a one-line error for unknown names."""
+    _check_experiment(experiment)
     if name == AUTO:
         name = AUTO_CHOICE[experiment]
     if name not in TRAINERS:
@@ -112,10 +137,35 @@ def key_name(name: str, experiment: str) -> str:
     return get(name, experiment).run_keys[experiment]
 
 
+def key_names(experiment: str) -> dict:
+    """``{run-key name: trainer name}`` of ``experiment``, its ``auto`` trainer first.
+
+    >>> key_names("boolean")
+    {'numba-v2': 'numba', 'numpy-v2': 'numpy'}
+    """
+    _check_experiment(experiment)
+    first = AUTO_CHOICE[experiment]
+    order = [first] + [n for n in TRAINERS if n != first]
+    return {TRAINERS[n].run_keys[experiment]: n for n in order}
+
+
 def from_key(recorded: str, experiment: str) -> Trainer:
-    """The trainer whose runs of ``experiment`` carry ``recorded`` in their keys."""
-    for t in TRAINERS.values():
-        if t.run_keys.get(experiment) == recorded:
-            return t
-    known = ", ".join(t.run_keys[experiment] for t in TRAINERS.values())
-    raise FPEError(f"unknown trainer {recorded!r} in a {experiment} run key; this fpe-ref trains with {known}")
+    """The trainer whose runs of ``experiment`` carry ``recorded`` in their keys.
+
+    A one-line ``FPEError`` for a name no trainer carries: a legacy name (:data:`LEGACY`)
+    says which code computed those runs; any other is unknown.
+    """
+    names = key_names(experiment)
+    if recorded in names:
+        return TRAINERS[names[recorded]]
+    legacy = LEGACY.get(experiment, {})
+    if recorded in legacy:
+        raise FPEError(f"runs of trainer {recorded!r} ({legacy[recorded]}) cannot be reproduced by this "
+                       f"fpe-ref; use one of {', '.join(names)}")
+    raise FPEError(f"unknown trainer {recorded!r} in a {experiment} run key; this fpe-ref trains with "
+                   f"{', '.join(names)}")
+
+
+def is_known_key(recorded: str, experiment: str) -> bool:
+    """Whether stored runs of ``experiment`` may carry ``recorded``: a trainer's key name or a legacy one."""
+    return recorded in key_names(experiment) or recorded in LEGACY.get(experiment, {})

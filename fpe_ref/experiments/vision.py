@@ -50,7 +50,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -62,16 +61,12 @@ from fpe_ref.mlp import MLP
 from fpe_ref.rewire import RewireSchedule, RewiringAdam
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
+from fpe_ref.experiments import stats, trainers
 from fpe_ref.experiments.runs import STORE_NAME, RunStore, open_sweep_dir, run_sweep
-from fpe_ref.experiments import trainers
 from fpe_ref.train import TrainConfig, TrialSummary
 
 KIND = "vision"
-TRAINER = "numpy-reference"  # fpe_ref.train.train, backend "numpy" (the default)
-# trainer name -> train() backend. "numba-v1": the fused numba step (fpe_ref.fast.trainer) for every
-# model it supports (one hidden layer, no LayerNorm, plain Adam); the others (deep nets,
-# rewiring) still train with NumPy. Equal to the reference to rounding, so part of the key.
-TRAINERS = {TRAINER: "numpy", "numba-v1": "numba"}
+TRAINER = trainers.key_name(trainers.AUTO, KIND)  # the default run-key trainer: "numpy-reference"
 SPLIT_VARIANTS = ("random", "gram", "two-four", "rewire")
 SCRATCH_VARIANTS = ("dense-scratch", "sparse-scratch")
 VARIANT_KINDS = ("dense",) + SPLIT_VARIANTS + SCRATCH_VARIANTS
@@ -109,11 +104,11 @@ class VisionConfig:
     dtype: str = "float32"  # arithmetic of data and model ("float64" for exact comparisons)
     seed: int = 0  # the one seed all streams derive from
     train: TrainConfig = field(default_factory=vision_train_config)  # epochs set per phase
-    trainer: str = TRAINER  # which implementation trains (part of the run key)
+    trainer: str = TRAINER  # which implementation trains: its run-key name (trainers.key_names("vision"))
 
     def __post_init__(self):
-        if self.trainer not in TRAINERS:
-            raise FPEError(f"trainer must be one of {tuple(TRAINERS)}, got {self.trainer!r}")
+        if self.trainer not in trainers.key_names(KIND):
+            raise FPEError(f"trainer must be one of {tuple(trainers.key_names(KIND))}, got {self.trainer!r}")
         if self.dataset not in DATASETS:
             raise FPEError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset == "embeddings" and not self.data_path:
@@ -140,8 +135,15 @@ class VisionConfig:
             raise FPEError("the sparse-scratch baseline reuses the random variant's mask: add 'random' to the variants")
         if len(set(self.variants)) != len(self.variants):
             raise FPEError(f"variants repeat: {list(self.variants)}")
-        RewireSchedule(every=self.rewire_every, fraction=self.rewire_fraction,
-                       decay=self.rewire_decay, end=1 if self.rewire_decay == "cosine" else None)
+        schedule = RewireSchedule(every=self.rewire_every, fraction=self.rewire_fraction,
+                                  decay=self.rewire_decay, end=1 if self.rewire_decay == "cosine" else None)
+        # the trainer must train every model of every run: refused here, before any run starts
+        trainer = trainers.from_key(self.trainer, KIND)
+        sizes, ln = _sizes(self, 4, 4, 2), self.use_layer_norm
+        trainer.check_sizes(sizes, self.train, layer_norm=ln, what=f"layers={self.layers}, layer_norm={ln}")
+        if "rewire" in names:
+            trainer.check_sizes(sizes, self.train, layer_norm=ln, what="the rewire variant",
+                                optimizer=lambda params: RewiringAdam(params, schedule, 0))
 
     @property
     def use_layer_norm(self) -> bool:
@@ -409,9 +411,10 @@ def code_version() -> str:
 
 
 def vision_run(key: dict) -> dict:
-    """The per-run function shipped to the sweep workers (``sweep.run_sweep``)."""
-    if key.get("trainer") not in TRAINERS:
-        raise FPEError(f"this fpe-ref trains with {tuple(TRAINERS)}, the run asks for {key.get('trainer')!r}")
+    """The per-run function shipped to the sweep workers (``runs.run_sweep``)."""
+    if key.get("trainer") not in trainers.key_names(KIND):
+        raise FPEError(f"this fpe-ref trains with {tuple(trainers.key_names(KIND))}, "
+                       f"the run asks for {key.get('trainer')!r}")
     cfg = config_of(key)
     rec = run_one(cfg, key["hidden"], key["trial"])
     rec["code"] = code_version()
@@ -480,30 +483,13 @@ def load_records(out_dir, cfg: VisionConfig | None = None) -> list:
 
 
 # ---------------------------------------------------------------- summaries
-def relative_improvement(fpe_accs, dense_accs):
-    """Sec. 3.2: RI = mean(FPE acc) / mean(dense acc); its standard error (delta method); Welch's p.
-
-    ``se(RI) = RI * sqrt((se_f / mean_f)^2 + (se_d / mean_d)^2)`` with ``se = std(ddof=1)/sqrt(n)``.
-    """
-    from scipy import stats
-
-    f, dn = np.asarray(fpe_accs, float), np.asarray(dense_accs, float)
-    mf, md = f.mean(), dn.mean()
-    ri = mf / md if md > 0 else float("nan")
-    sef = f.std(ddof=1) / np.sqrt(f.size) if f.size > 1 else 0.0
-    sed = dn.std(ddof=1) / np.sqrt(dn.size) if dn.size > 1 else 0.0
-    se = ri * float(np.sqrt((sef / mf) ** 2 + (sed / md) ** 2)) if mf > 0 and md > 0 else float("nan")
-    if f.size > 1 and dn.size > 1 and (f.std() > 0 or dn.std() > 0):
-        with warnings.catch_warnings():  # near-identical accuracies: scipy warns, the p-value is still defined
-            warnings.simplefilter("ignore", RuntimeWarning)
-            p = float(stats.ttest_ind(f, dn, equal_var=False).pvalue)
-    else:
-        p = float("nan")
-    return float(ri), se, p
-
-
 def summarize(records: list, variants) -> dict:
-    """``{hidden: {variant: stats}}`` over trials: mean, sem, best-of-T (test- and val-selected), RI vs dense."""
+    """``{hidden: {variant: stats}}`` over trials: mean, sem, best-of-T (test- and val-selected), RI vs dense.
+
+    ``ri``, ``ri_se`` and ``p_welch`` are :func:`fpe_ref.experiments.stats.relative_improvement`'s
+    ratio, standard error and Welch p of the variant's test accuracies over the dense ones
+    (NaN standard error and p with a single trial).
+    """
     by_h = {}
     for r in records:
         by_h.setdefault(r["key"]["hidden"], []).append(r)
@@ -531,8 +517,8 @@ def summarize(records: list, variants) -> dict:
             if "test_acc_at_split" in ms[0]:
                 row["acc_at_split_mean"] = float(np.mean([m["test_acc_at_split"] for m in ms]))
             if dense and v not in ("dense", "parent") and len(dense) == len(accs):
-                ri, se, p = relative_improvement(accs, dense)
-                row.update(ri=ri, ri_se=se, p_welch=p)
+                r = stats.relative_improvement(accs, dense)
+                row.update(ri=r["ratio"], ri_se=r["se"], p_welch=r["p"])
             rows[v] = row
         out[h] = rows
     return out

@@ -17,7 +17,6 @@ Tables A3/A4 (deep MLPs), A5 (2:4). Conventions, as the paper's:
 
 from __future__ import annotations
 
-import math
 import os
 
 import matplotlib
@@ -25,6 +24,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from fpe_ref.experiments.tables import pct, ri_pct, table  # noqa: E402
 
 LABELS = {
     "dense": "dense (paper baseline)",
@@ -43,26 +44,15 @@ def label(v: str) -> str:
     return f"{base}, alpha={a}" if a else base
 
 
-def _pct(x, se=None, nd=1):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    s = f"{100 * x:.{nd}f}"
-    if se is not None and not math.isnan(se):
-        s += f" ± {100 * se:.{nd}f}"
-    return s
-
-
-def _table(header, rows):
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def ri_cell(row) -> str:
+    """A summary row's relative improvement over dense, ``(RI − 1)`` in percent (``tables.ri_pct``); "-" if none."""
     if "ri" not in row:
         return "-"
-    star = "*" if row.get("p_welch", 1.0) < 0.05 else ""
-    return f"{100 * (row['ri'] - 1):+.1f} ± {100 * row['ri_se']:.1f}{star}"
+    return ri_pct(row["ri"], row["ri_se"], row.get("p_welch", 1.0))
+
+
+# the names fpe_ref.commands.reproduce formats its pretrain-timing table with
+_pct, _table = pct, table
 
 
 def tables(summary: dict, variants, n_classes: int | None = None, class_names=None) -> str:
@@ -71,18 +61,18 @@ def tables(summary: dict, variants, n_classes: int | None = None, class_names=No
     vs = [v for v in variants if any(v in summary[h] for h in hs)]
     n = max((summary[h][v]["n"] for h in hs for v in vs if v in summary[h]), default=0)
     parts = [f"### Test accuracy (%), mean ± s.e.m. over {n} trials\n",
-             _table(["neurons (pre-expansion)", "dense parent after pre-training"] + [label(v) for v in vs],
-                    [[h, _pct(summary[h]["parent"]["acc_mean"], summary[h]["parent"]["acc_sem"])]
-                     + [_pct(summary[h][v]["acc_mean"], summary[h][v]["acc_sem"]) if v in summary[h] else "-" for v in vs]
+             table(["neurons (pre-expansion)", "dense parent after pre-training"] + [label(v) for v in vs],
+                    [[h, pct(summary[h]["parent"]["acc_mean"], summary[h]["parent"]["acc_sem"])]
+                     + [pct(summary[h][v]["acc_mean"], summary[h][v]["acc_sem"]) if v in summary[h] else "-" for v in vs]
                      for h in hs])]
     rel = [v for v in vs if v != "dense"]
     if "dense" in vs and rel:
         parts += ["\n### Relative improvement over the dense baseline, (RI − 1) in %, ± s.e. (delta method); "
                   "* p < 0.05 (Welch)\n",
-                  _table(["neurons"] + [label(v) for v in rel],
+                  table(["neurons"] + [label(v) for v in rel],
                          [[h] + [ri_cell(summary[h][v]) if v in summary[h] else "-" for v in rel] for h in hs])]
     parts += ["\n### Test accuracy per 1000 parameters (non-zero weights + biases + LayerNorm)\n",
-              _table(["neurons"] + [f"{label(v)}" for v in vs],
+              table(["neurons"] + [f"{label(v)}" for v in vs],
                      [[h] + [f"{summary[h][v]['acc_per_kparam']:.4f} ({summary[h][v]['params_total']})"
                              if v in summary[h] else "-" for v in vs] for h in hs])]
     sel_rows = []
@@ -91,27 +81,27 @@ def tables(summary: dict, variants, n_classes: int | None = None, class_names=No
             if v not in summary[h]:
                 continue
             r = summary[h][v]
-            sel_rows.append([h, label(v), _pct(r["acc_mean"], r["acc_sem"]), _pct(r["acc_best_test_selected"]),
-                             _pct(r.get("acc_best_val_selected"))])
+            sel_rows.append([h, label(v), pct(r["acc_mean"], r["acc_sem"]), pct(r["acc_best_test_selected"]),
+                             pct(r.get("acc_best_val_selected"))])
     parts += ["\n### Model selection: mean over trials, Alg. A3's best-of-T selected on the test set "
               "(optimistic), best-of-T selected on the validation split (its test accuracy)\n",
-              _table(["neurons", "model", "mean ± s.e.m.", "best of T (test-selected)", "best of T (val-selected)"],
+              table(["neurons", "model", "mean ± s.e.m.", "best of T (test-selected)", "best of T (val-selected)"],
                      sel_rows)]
-    split_rows = [[h, label(v), _pct(summary[h][v]["acc_at_split_mean"]), _pct(summary[h][v]["acc_mean"]),
+    split_rows = [[h, label(v), pct(summary[h][v]["acc_at_split_mean"]), pct(summary[h][v]["acc_mean"]),
                    f"{summary[h][v]['cosine_W1']:.4f}"]
                   for h in hs for v in vs if v in summary[h] and "acc_at_split_mean" in summary[h][v]]
     if split_rows:
         parts += ["\n### At the split (before any training after it) and after; mean cosine of W1's rows "
                   "(Figure 6c's interference measure)\n",
-                  _table(["neurons", "model", "test acc at split (%)", "after training (%)", "cosine W1 after"],
-                         split_rows + [[h, label("dense"), "-", _pct(summary[h]["dense"]["acc_mean"]),
+                  table(["neurons", "model", "test acc at split (%)", "after training (%)", "cosine W1 after"],
+                         split_rows + [[h, label("dense"), "-", pct(summary[h]["dense"]["acc_mean"]),
                                         f"{summary[h]['dense']['cosine_W1']:.4f}"] for h in hs if "dense" in summary[h]])]
     h0 = hs[0] if hs else None
     if h0 is not None and n_classes and n_classes <= 20:
         names = list(class_names) if class_names else [str(k) for k in range(n_classes)]
         parts += [f"\n### Per-class test accuracy (%) at {h0} neurons, mean over trials\n",
-                  _table(["class"] + [label(v) for v in vs],
-                         [[names[k]] + [_pct(summary[h0][v]["per_class_mean"][k]) for v in vs] for k in range(n_classes)])]
+                  table(["class"] + [label(v) for v in vs],
+                         [[names[k]] + [pct(summary[h0][v]["per_class_mean"][k]) for v in vs] for k in range(n_classes)])]
     return "\n".join(parts) + "\n"
 
 

@@ -31,13 +31,13 @@ Backends
 ``"numpy"``
     the reference: one model after the other through :func:`fpe_ref.train.train`.
 ``"numba"``
-    :mod:`fpe_ref.fast.kernels`' fused one-hidden-layer step (gather, forward, loss, backward,
-    penalties and Adam in one compiled function) on the sparse CSR storage: masked weights are
-    not stored, so they cannot become non-zero, and each product costs what its stored
-    weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
+    :mod:`fpe_ref.fast.fused`'s one-hidden-layer step (gather, forward, loss, backward,
+    penalties and Adam in one compiled function) on the sparse CSR storage of
+    :mod:`fpe_ref.fast.kernels`: masked weights are not stored, so they cannot become
+    non-zero, and each product costs what its stored weights cost. A layer that keeps at least 30% of its entries (a dense parent, or the
     re-sparsified second layer of a wide expansion) is multiplied instead as a dense mirror
     with BLAS, which beats the sparse kernels there (:func:`storage_plan`; BLAS is held to one
-    thread meanwhile, :func:`warn_if_blas_unlimited`). Small models run
+    thread meanwhile, :func:`fpe_ref.fast.threads.warn_if_blas_unlimited`). Small models run
     one per thread (a pool of Python threads; the kernels release the GIL) with serial
     products; a large model (or fewer large models than threads) runs its products in
     parallel instead (:func:`kernel_plan`). Each model is trained by one chunk of epochs per
@@ -49,7 +49,11 @@ Backends
 Agreement: the numba backend evaluates the same formulas as the NumPy reference, with sums
 in another order (storage order, vectorised dot products) and the same Adam bit for bit, so
 whole runs agree to rounding amplified by training: in float64, parameters and histories to
-~1e-11 after 1000 steps (``tests/test_batched.py`` asserts 1e-9).
+~1e-11 after 1000 steps (``tests/fast/test_trainer.py`` asserts 1e-9).
+
+Each epoch's learning rate and penalties come from :func:`fpe_ref.optim.schedule` (Alg. A3
+line 8), the one warm-up formula of fpe-ref; the Adam bias corrections are computed here in
+Python floats exactly as :meth:`fpe_ref.optim.Adam.step` computes them, and passed in.
 """
 
 from __future__ import annotations
@@ -59,9 +63,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpe_ref.fast import kernels as K
 from fpe_ref.errors import FPEError
-from fpe_ref.optim import Adam
+from fpe_ref.fast import fused
+from fpe_ref.fast import kernels as K
+from fpe_ref.fast.threads import _single_threaded_blas, get_num_threads, warn_if_blas_unlimited
+from fpe_ref.optim import Adam, schedule
 from fpe_ref.train import History, TrainConfig, check_data
 
 BACKENDS = ("numpy", "numba")
@@ -94,12 +100,13 @@ def numba_unsupported(model, cfg: TrainConfig, optimizer=None):
 # ----------------------------------------------------------------------------- stacked storage
 @dataclass
 class _Group:
-    """Models of one shape and dtype, stacked for the fused kernels (see kernels._fused_epoch_py)."""
+    """Models of one shape and dtype, stacked for the fused step (:mod:`fpe_ref.fast.fused`)."""
 
     members: list  # indices into the caller's model list
     sizes: tuple  # (d, h, C)
     dtype: np.dtype
-    arrays: dict  # IP1, IX1, CP1, RI1, PM1, W1, B1, the same for layer 2, and the Adam moments
+    layers: tuple  # (fused.Layer, fused.Layer) of (W1, b1) and (W2, b2), each field (G, ...)
+    moments: tuple  # (fused.Moments, fused.Moments): their Adam moments, each field (G, ...)
     rows: list  # per model and layer: (rows, cols) of the stored entries, for the write-back
     t: np.ndarray  # (G,) Adam step counts
     hyper: np.ndarray  # (G, 5) beta1, beta2, 1 - beta1, 1 - beta2, eps (param dtype)
@@ -150,23 +157,33 @@ def _build_group(members, models, optimizers, cfg) -> _Group:
         t.append(0 if opt is None else int(opt.t))
         betas.append((float(b1_), float(b2_)))
         hyper.append([b1_, b2_, 1.0 - b1_, 1.0 - b2_, eps])
-    arrays = {}
-    for k, lst in parts.items():
-        if k.startswith("IP") or k.startswith("CP"):
-            arrays[k] = np.stack(lst).astype(np.int64)
-        elif k in ("IX1", "RI1", "PM1", "IX2", "RI2", "PM2"):
-            arrays[k] = _stack(lst, np.int64)
-        elif k.startswith("B") or k[1:3] == "B1" or k[1:3] == "B2":
-            arrays[k] = np.ascontiguousarray(np.stack(lst), dtype=dtype)
-        else:
-            arrays[k] = _stack(lst, dtype)
-    return _Group(list(members), (d, h, C), np.dtype(dtype), arrays, rows, np.array(t, dtype=np.int64),
+    def pointers(k):  # (G, out + 1) or (G, in + 1): one length for every model
+        return np.stack(parts[k]).astype(np.int64)
+
+    def entries(k, dt):  # (G, max nnz): padded
+        return _stack(parts[k], dt)
+
+    def vectors(k):  # (G, out)
+        return np.ascontiguousarray(np.stack(parts[k]), dtype=dtype)
+
+    layers = tuple(fused.Layer(pointers(f"IP{l}"), entries(f"IX{l}", np.int64), pointers(f"CP{l}"),
+                               entries(f"RI{l}", np.int64), entries(f"PM{l}", np.int64), entries(f"W{l}", dtype),
+                               vectors(f"B{l}"))
+                   for l in (1, 2))
+    moments = tuple(fused.Moments(entries(f"MW{l}", dtype), entries(f"VW{l}", dtype), vectors(f"MB{l}"),
+                                  vectors(f"VB{l}"))
+                    for l in (1, 2))
+    return _Group(list(members), (d, h, C), np.dtype(dtype), layers, moments, rows, np.array(t, dtype=np.int64),
                   np.array(hyper, dtype=dtype), betas)
+
+
+def _model_view(stacked, g):
+    """Model ``g``'s row of every field of a stacked named tuple (views, no copies)."""
+    return type(stacked)(*(a[g] for a in stacked))
 
 
 def _write_back(group: _Group, models, optimizers, steps: int, cfg):
     """Copy trained values into the models (in place) and their Adam states; returns the optimizers."""
-    A = group.arrays
     out = []
     for g, i in enumerate(group.members):
         model = models[i]
@@ -180,16 +197,17 @@ def _write_back(group: _Group, models, optimizers, steps: int, cfg):
             nnz = r.shape[0]
             W = model.params[nW]
             W[...] = 0.0
-            W[r, c] = A[f"W{l}"][g, :nnz]
-            model.params[nb][...] = A[f"B{l}"][g]
-            for mv in ("m", "v"):
+            layer, mom = group.layers[l - 1], group.moments[l - 1]
+            W[r, c] = layer.data[g, :nnz]
+            model.params[nb][...] = layer.bias[g]
+            for mv, (on_w, on_b) in (("m", (mom.m, mom.m_bias)), ("v", (mom.v, mom.v_bias))):
                 state = getattr(opt, mv)
                 keep = state[nW][~model.masks[nW]].copy() if nW in model.masks else None
                 state[nW][...] = 0.0
                 if keep is not None:
                     state[nW][~model.masks[nW]] = keep
-                state[nW][r, c] = A[f"{mv.upper()}W{l}"][g, :nnz]
-                state[nb][...] = A[f"{mv.upper()}B{l}"][g]
+                state[nW][r, c] = on_w[g, :nnz]
+                state[nb][...] = on_b[g]
         opt.t = int(group.t[g])
         out.append(opt)
     return out
@@ -217,7 +235,7 @@ def kernel_plan(models, batch_size: int, n_threads: int | None = None) -> str:
     whole step is shorter than that, so small models (or more models than threads) run one
     per thread.
     """
-    n_threads = K.get_num_threads() if n_threads is None else n_threads
+    n_threads = get_num_threads() if n_threads is None else n_threads
     work = max(sum(int(m.masks["W%d" % l].sum()) if "W%d" % l in m.masks else m.params["W%d" % l].size
                    for l in (1, 2)) for m in models) * batch_size
     if len(models) < n_threads and work >= _PARALLEL_WORK:
@@ -234,7 +252,7 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     The plan depends on the shapes only, never on the machine or the environment: the two
     give the same values to rounding, not bit for bit, and a run key names the trainer, not
     the plan. The mirrors' BLAS runs inside numba's parallel loops and must run one thread
-    there (:func:`_single_threaded_blas`; :func:`warn_if_blas_unlimited`)."""
+    there (:mod:`fpe_ref.fast.threads`)."""
     if storage not in ("auto", "sparse", "dense"):
         raise FPEError(f"storage must be 'auto', 'sparse' or 'dense', got {storage!r}")
     d, h, C = group.sizes
@@ -248,64 +266,6 @@ def storage_plan(group: _Group, storage: str = "auto") -> tuple:
     return tuple(out)
 
 
-def _can_limit_blas() -> bool:
-    try:
-        import threadpoolctl  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _single_threaded_blas(active: bool):
-    """A context in which BLAS runs one thread (threadpoolctl), or a no-op."""
-    import contextlib
-
-    if not active or not _can_limit_blas():
-        return contextlib.nullcontext()
-    import scipy.linalg  # noqa: F401  numba's np.dot calls SciPy's BLAS: load it so that it is limited too
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
-
-
-_warned = False
-
-
-def warn_if_blas_unlimited() -> None:
-    """Warn once (stderr) when the mirrors will call a BLAS that may run several threads.
-
-    The mirrors call BLAS from inside numba's parallel loops; a multi-threaded BLAS there
-    oversubscribes the cores and was measured 15-25x slower than the sparse kernels
-    (FashionMNIST [784, 8, 10], 2 cores). With threadpoolctl installed (extra ``bench``)
-    :class:`FusedTrainer` holds BLAS to one thread while it runs; otherwise only
-    ``OPENBLAS_NUM_THREADS=1`` (or MKL / OMP) set before Python starts does.
-    """
-    global _warned
-    if _warned or _can_limit_blas() or blas_threads() == 1:
-        return
-    _warned = True
-    import sys
-
-    print("warning: the numba backend multiplies dense layers with BLAS inside parallel loops and cannot "
-          "hold BLAS to one thread here, which can make it many times slower: pip install threadpoolctl, "
-          "or set OPENBLAS_NUM_THREADS=1 (results are the same either way)", file=sys.stderr)
-
-
-def blas_threads() -> int | None:
-    """BLAS threads as the environment sets them (``OPENBLAS_NUM_THREADS``, MKL, OMP); ``None`` if unset.
-
-    What matters when threadpoolctl is missing: the variables, set before NumPy loaded its
-    BLAS, are then the only limit (the sweep's workers get them at spawn;
-    :func:`fpe_ref.experiments.runs.local_executor` never sets them in the parent).
-    """
-    import os
-
-    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        if os.environ.get(name, "").strip().isdigit():
-            return int(os.environ[name])
-    return None
-
-
 def _mirrors(group: _Group, dense) -> tuple:
     """Dense copies ``(G, h, d)`` / ``(G, C, h)`` of the layers multiplied densely (else (G, 1, 1))."""
     d, h, C = group.sizes
@@ -317,14 +277,14 @@ def _mirrors(group: _Group, dense) -> tuple:
         W = np.zeros((group.G, *shape), dtype=group.dtype)
         for g in range(group.G):
             r, c = group.rows[g][l - 1]
-            W[g, r, c] = group.arrays[f"W{l}"][g, :r.shape[0]]
+            W[g, r, c] = group.layers[l - 1].data[g, :r.shape[0]]
         out.append(W)
     return tuple(out)
 
 
 def _tiles(group: _Group, batch: int, parallel: bool) -> np.ndarray:
     d, h, C = group.sizes
-    threads = K.get_num_threads() if parallel else 1
+    threads = get_num_threads() if parallel else 1
     itemsize = group.dtype.itemsize
     col1 = max(16, K._L2_TILE_BYTES // max(1, batch * itemsize))
     return np.array([max(1, -(-h // threads)), col1, max(1, -(-C // threads)), col1], dtype=np.int64)
@@ -394,27 +354,17 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
     return _train_numba(models, X, y, cfg, rngs, X_test, y_test, optimizers, on_epoch, plan, storage)
 
 
-def _map_models(fn, G: int):
-    """Run ``fn(g)`` for ``g = 0 .. G-1`` on up to ``kernels.get_num_threads()`` threads."""
-    threads = min(G, K.get_num_threads())
+def _map_models(fn, calls):
+    """Run ``fn(*a)`` for every argument tuple ``a`` of ``calls`` on up to
+    :func:`~fpe_ref.fast.threads.get_num_threads` threads."""
+    threads = min(len(calls), get_num_threads())
     if threads <= 1:
-        for g in range(G):
-            fn(g)
+        for a in calls:
+            fn(*a)
         return
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        for _ in pool.map(fn, range(G)):  # re-raises a worker's exception
+        for _ in pool.map(lambda a: fn(*a), calls):  # re-raises a worker's exception
             pass
-
-
-def _epoch_schedule(cfg: TrainConfig, epochs):
-    """Per epoch: learning rate and penalties after Alg. A3's warm-up ratio ``r = min(1, e / W)``."""
-    out = []
-    for epoch in epochs:
-        r = min(1.0, epoch / cfg.warmup_epochs)  # Alg. A3 line 8
-        lr = cfg.lr * r if cfg.warmup == "lr" else cfg.lr
-        pen = cfg.penalties.scaled(r) if cfg.warmup == "penalty" else cfg.penalties
-        out.append((lr, pen))
-    return out
 
 
 _ORDER_ENTRIES = 1 << 22  # int64 entries of the (G, epochs, n) permutations drawn per kernel call (32 MB)
@@ -473,7 +423,7 @@ class FusedTrainer:
         cfg, n, steps, B = self.cfg, self.n, self.steps, self.cfg.batch_size
         epochs = list(epochs)
         E = len(epochs)
-        sched = _epoch_schedule(cfg, epochs)
+        sched = [schedule(cfg, e) for e in epochs]  # Alg. A3 line 8: (lr, Penalties) per epoch
         evals = np.array([self.has_test and (e % cfg.eval_every == 0 or e == cfg.epochs) for e in epochs], dtype=bool)
         pens64 = np.array([[p.l1, p.l2] for _, p in sched], dtype=np.float64)
         pens = np.array([[p.l1, 2.0 * p.l2] for _, p in sched], dtype=np.float64)
@@ -496,19 +446,19 @@ class FusedTrainer:
             loss = np.zeros((grp.G, E))
             correct = np.zeros((grp.G, E))
             hits = np.zeros((grp.G, E), dtype=np.int64)
-            A = grp.arrays
-            args = (Xd, yf, yi, grp.sizes[2] == 1, order, B,
-                    A["IP1"], A["IX1"], A["CP1"], A["RI1"], A["PM1"], A["W1"], A["B1"],
-                    A["IP2"], A["IX2"], A["CP2"], A["RI2"], A["PM2"], A["W2"], A["B2"],
-                    A["MW1"], A["VW1"], A["MB1"], A["VB1"], A["MW2"], A["VW2"], A["MB2"], A["VB2"],
-                    grp.hyper, coefs.astype(grp.dtype), pens.astype(grp.dtype), pens64, evals, Xte, yte, tl,
-                    loss, correct, hits, dense[0], dense[1], W1D, W2D)
+            coefs_p, pens_p = coefs.astype(grp.dtype), pens.astype(grp.dtype)
+            calls = [(Xd, yf, yi, grp.sizes[2] == 1, order[g], B,
+                      *(_model_view(L, g) for L in grp.layers), *(_model_view(M, g) for M in grp.moments),
+                      fused.Mirrors(dense[0], dense[1], W1D[g], W2D[g]),
+                      fused.Schedule(grp.hyper[g], coefs_p[g], pens_p, pens64, evals), Xte, yte, tl,
+                      fused.Totals(loss[g], correct[g], hits[g]))
+                     for g in range(grp.G)]  # model g's rows of every stacked array (views)
             with _single_threaded_blas(any(dense)):  # BLAS on the mirrors runs inside parallel loops
                 if plan == "single":  # one model after another, parallel products
-                    for g in range(grp.G):
-                        K.model_epochs_parallel(g, *args)
+                    for a in calls:
+                        fused.model_epochs_parallel(*a)
                 else:  # one model per thread (the kernels release the GIL); models share nothing
-                    _map_models(lambda g, args=args: K.model_epochs_serial(g, *args), grp.G)
+                    _map_models(fused.model_epochs_serial, calls)
             grp.t += E * steps
             for g, i in enumerate(grp.members):
                 results[i] = (loss[g], correct[g], hits[g], Xte.shape[0])

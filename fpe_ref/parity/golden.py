@@ -11,7 +11,7 @@ A bundle is a directory with two files (format and names: ``docs/golden.md``):
     format version, fpe-ref version, seeds, every case's configuration, and for every
     tensor its role (``input`` / ``expected``), shape, SHA-256 and tolerances.
 
-Sections (the issue's (a)-(d)):
+Sections:
 
 ``forward``  activations, data loss and every parameter gradient of dense and expanded MLPs
              (1 and 5 hidden layers, BCE and cross-entropy, with and without LayerNorm);
@@ -184,7 +184,7 @@ def _expand_random(model: MLP, layer: int, rng) -> MLP:
 
     The bundle's masks come from this module's own generator, not from
     ``fpe_ref.splits.random_split``: a faster or otherwise changed split there must not
-    change the bundle (it did once; the bundle is an input to other implementations).
+    change the bundle, which other implementations take as their input.
     """
     h, d = model.params[f"W{layer}"].shape
     S = _random_split(h, d, 2, rng, model.masks.get(f"W{layer}"))
@@ -641,11 +641,11 @@ def _implementation(impl, device, dtype):
             raise FPEError("--impl numpy runs on the CPU only; use --impl torch --device cuda for a GPU")
         return (lambda cfg, inputs: compute_numpy(cfg, inputs, dtype)), f"numpy {np.__version__} (fpe-ref's own code)"
     try:
-        from fpe_ref.parity import torch_ref as torch_impl
+        from fpe_ref.parity import torch_ref
     except ImportError as exc:
         raise FPEError(f"--impl torch needs PyTorch ({exc}); install the extra: pip install 'fpe-ref[torch]'") from exc
-    dev = torch_impl.resolve_device(device)
-    return (lambda cfg, inputs: torch_impl.compute(cfg, inputs, dev, dtype)), torch_impl.describe(dev)
+    dev = torch_ref.resolve_device(device)
+    return (lambda cfg, inputs: torch_ref.compute(cfg, inputs, dev, dtype)), torch_ref.describe(dev)
 
 
 def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=None) -> CheckReport:

@@ -1,26 +1,37 @@
-"""A second, independent implementation of FPE in PyTorch, for ``fpe golden check --impl torch``.
+"""The one PyTorch twin of FPE: ``fpe golden check --impl torch`` and the PyTorch rows of ``fpe bench``.
 
 Written from the conventions in ``docs/golden.md``, not from our NumPy code: autograd for
 every gradient, ``torch.nn.functional`` for Linear / LayerNorm / the losses,
 ``torch.optim.Adam`` for the optimizer, and Alg. A1 re-implemented with torch ops. It
-runs on the CPU or a CUDA device, in float64 or float32. Only ``fpe_ref.parity.golden`` imports
-this module, lazily, so fpe-ref itself never needs torch (extra ``torch``).
+runs on the CPU or a CUDA device, in float64 or float32. Two users, both importing it
+lazily so that fpe-ref itself never needs torch (extras ``torch`` and ``bench``):
+
+- :mod:`fpe_ref.parity.golden` calls :func:`compute` on each case of a golden bundle;
+- :mod:`fpe_ref.experiments.bench` trains with :class:`TorchTrainer` / :func:`train`,
+  Alg. A3's loop (:func:`fpe_ref.train.train`) built from the same :func:`forward`,
+  :func:`data_loss` and :func:`penalty`, with the warm-up of
+  :func:`fpe_ref.optim.schedule` and the prediction rules of :data:`LOSSES`.
 
 Masks: a masked weight ``W`` enters every computation as ``W * M`` (the forward pass and
-every penalty), so autograd multiplies its gradient by ``M``; ``torch.optim.Adam`` then
-sees ``g = 0`` there, its moments stay 0 and the update ``0 / (0 + eps)`` leaves the
-weight at exactly 0.
+every penalty), as ``torch.nn.utils.prune`` applies a mask, so autograd multiplies its
+gradient by ``M``; ``torch.optim.Adam`` then sees ``g = 0`` there, its moments stay 0 and
+the update ``0 / (0 + eps)`` leaves the weight at exactly 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fpe_ref.errors import FPEError
+from fpe_ref.layers import loss_name
+from fpe_ref.optim import schedule
+from fpe_ref.rng import as_rng
+from fpe_ref.train import History, check_data
 
 LN_EPS = 1e-5
 
@@ -77,11 +88,42 @@ def forward(p, X, n_layers, layer_norm):
     return h, acts
 
 
+def _bce(logits, y):
+    return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
+
+
+def _xent(logits, y):
+    return F.cross_entropy(logits, y.long())
+
+
+def _predict_binary(logits):
+    return (logits[:, 0] > 0).long()
+
+
+def _predict_argmax(logits):
+    return logits.argmax(dim=1)
+
+
+class Loss(NamedTuple):
+    """A loss with its prediction rule, on tensors: :data:`fpe_ref.layers.LOSSES` in torch."""
+
+    loss: Callable  # (logits, y) -> mean loss, a tensor autograd differentiates
+    predict: Callable  # logits -> int64 labels
+
+
+# The keys and rules of fpe_ref.layers.LOSSES (A3 line 22): "bce" for one logit (predict
+# z > 0), "xent" for several (predict the first argmax, as torch.argmax returns it).
+LOSSES = {"bce": Loss(_bce, _predict_binary), "xent": Loss(_xent, _predict_argmax)}
+
+
 def data_loss(logits, y):
     """Mean BCE-with-logits for one logit, mean softmax cross-entropy otherwise."""
-    if logits.shape[1] == 1:
-        return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-    return F.cross_entropy(logits, y.long())
+    return LOSSES[loss_name(logits.shape[1])].loss(logits, y)
+
+
+def predict(logits):
+    """Labels from logits ``(n, C)``: ``z > 0`` for one logit, the argmax otherwise."""
+    return LOSSES[loss_name(logits.shape[1])].predict(logits)
 
 
 def penalty(p, l1, l2, orth):
@@ -227,3 +269,127 @@ def _compute(cfg, inputs, device, dtype):
     else:
         raise FPEError(f"unknown section {section!r} in the bundle")
     return out
+
+
+# ---------------------------------------------------------------- Alg. A3's training loop
+def _adam(params, cfg):
+    """``torch.optim.Adam`` with ``cfg``'s hyper-parameters, fused where this torch has it.
+
+    The fused implementation updates every parameter in one kernel (CPU from torch 2.4,
+    CUDA); it is the fastest and agrees with the single-tensor loop to rounding. Older
+    torch refuses ``fused=True`` on the CPU at construction: then the default loop. The
+    golden check (:func:`compute`) always uses the default, whose order of operations
+    :class:`fpe_ref.optim.Adam` follows.
+    """
+    kw = {"lr": cfg.lr, "betas": tuple(cfg.betas), "eps": cfg.eps}
+    try:
+        return torch.optim.Adam(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, **kw)
+
+
+class TorchTrainer:
+    """:func:`fpe_ref.train.train`'s loop in PyTorch for one MLP: the same batches, warm-up and penalties.
+
+    Each step is Alg. A3 lines 10-19 written the usual PyTorch way: the masks multiplied into
+    the weights (:func:`_effective`, what ``torch.nn.utils.prune`` does in its forward
+    pre-hook), :func:`forward`, ``data_loss + penalty`` on the masked weights, ``backward``
+    and a ``torch.optim.Adam`` step. The epoch's learning rate and penalties come from
+    :func:`fpe_ref.optim.schedule`, the prediction rule from :data:`LOSSES`. The loss and
+    the hit count of every step stay on the device until the epoch ends (one host
+    synchronisation per epoch, none per step).
+
+    Parameters
+    ----------
+    model : MLP
+        Any depth, with or without LayerNorm, dense or masked. Its parameters are copied
+        (in the model's dtype) to ``device``; :meth:`write_back` copies the result back.
+    X, y : training inputs ``(n, d)`` and integer labels ``(n,)``.
+    cfg : TrainConfig
+    X_test, y_test : optional test set, for :meth:`test_accuracy`.
+    device : ``"cpu"``, ``"cuda"`` (:func:`resolve_device`) or a ``torch.device``.
+    """
+
+    def __init__(self, model, X, y, cfg, *, X_test=None, y_test=None, device="cpu"):
+        check_data(X, y, model)
+        if X_test is not None:
+            check_data(X_test, y_test, model, "test")
+        dev = resolve_device(device) if isinstance(device, str) else device
+        self.model, self.cfg, self.device = model, cfg, dev
+        self.n_layers, self.layer_norm = model.n_layers, model.layer_norm
+        self.rule = LOSSES[model.loss_name]
+        self.params = {k: torch.tensor(v, device=dev).requires_grad_(True) for k, v in model.params.items()}
+        self.masks = {k: torch.tensor(M.astype(model.dtype), device=dev) for k, M in model.masks.items()}
+        self.opt = _adam(list(self.params.values()), cfg)
+        self.X, self.y, self.y_loss = self._data(X, y)
+        self.X_test, self.y_test, _ = (None, None, None) if X_test is None else self._data(X_test, y_test)
+
+    def _data(self, X, y):
+        """Inputs in the model's dtype; labels as int64 (compared with predictions) and as the loss takes them."""
+        X = torch.from_numpy(np.ascontiguousarray(X, dtype=self.model.dtype)).to(self.device)
+        y = torch.from_numpy(np.asarray(y).astype(np.int64)).to(self.device)
+        return X, y, (y.to(X.dtype) if self.model.loss_name == "bce" else y)
+
+    def epoch(self, epoch: int, order):
+        """One epoch (``epoch = 1..N``) over the permutation ``order`` (NumPy integers).
+
+        Returns ``(mean training loss incl. penalties, training accuracy)`` over the
+        epoch's batches, as :class:`fpe_ref.train.History` records them.
+        """
+        lr, pen = schedule(self.cfg, epoch)  # Alg. A3 line 8
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        order = torch.from_numpy(np.asarray(order)).to(self.device)
+        n, B = order.shape[0], self.cfg.batch_size
+        losses, hits = [], []
+        for start in range(0, n, B):
+            idx = order[start:start + B]
+            self.opt.zero_grad(set_to_none=True)
+            p = _effective(self.params, self.masks)
+            logits, _ = forward(p, self.X[idx], self.n_layers, self.layer_norm)
+            total = self.rule.loss(logits, self.y_loss[idx]) + penalty(p, pen.l1, pen.l2, pen.orth)
+            total.backward()
+            self.opt.step()
+            losses.append(total.detach())
+            hits.append((self.rule.predict(logits.detach()) == self.y[idx]).sum())
+        sizes = torch.tensor([min(B, n - s) for s in range(0, n, B)], dtype=torch.float64, device=self.device)
+        loss = float((torch.stack(losses).to(torch.float64) * sizes).sum()) / n
+        return loss, float(torch.stack(hits).sum()) / n
+
+    def test_accuracy(self) -> float:
+        """Accuracy on the test set with the current weights."""
+        with torch.no_grad():
+            logits, _ = forward(_effective(self.params, self.masks), self.X_test, self.n_layers, self.layer_norm)
+            return float((self.rule.predict(logits) == self.y_test).to(torch.float64).mean())
+
+    def write_back(self):
+        """Copy the trained (masked) parameters into ``model.params`` in place."""
+        with torch.no_grad():
+            for k, v in _effective(self.params, self.masks).items():
+                self.model.params[k][...] = v.detach().to("cpu").numpy()
+        self.model.apply_masks()
+
+
+def train(model, X, y, cfg, rng, *, X_test=None, y_test=None, device="cpu", on_epoch=None) -> History:
+    """Train ``model`` in place like :func:`fpe_ref.train.train`, with :class:`TorchTrainer`.
+
+    The same permutations (``rng.permutation(n)`` once per epoch, ``rng`` an int seed or a
+    Generator), the same warm-up and penalties, test accuracy every ``cfg.eval_every``
+    epochs and at the last. Returns the :class:`fpe_ref.train.History`.
+    """
+    rng = as_rng(rng)
+    tr = TorchTrainer(model, X, y, cfg, X_test=X_test, y_test=y_test, device=device)
+    hist = History()
+    for epoch in range(1, cfg.epochs + 1):
+        loss, acc = tr.epoch(epoch, rng.permutation(X.shape[0]))
+        hist.loss.append(loss)
+        hist.train_acc.append(acc)
+        if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            hist.test_epoch.append(epoch)
+            hist.test_acc.append(tr.test_accuracy())
+        if not np.isfinite(loss):
+            raise FPEError(f"training diverged: loss is {loss} at epoch {epoch} (lower the learning rate?)")
+        if on_epoch is not None:
+            on_epoch(epoch, hist)
+    tr.write_back()
+    return hist

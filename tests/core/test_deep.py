@@ -12,8 +12,6 @@ from fpe_ref.train import TrainConfig, train
 RNG_SEED = 11  # the conftest ``rng`` fixture's seed for this module
 
 
-
-
 @pytest.mark.parametrize("n_layers,expected", [(2, [1]), (3, [1]), (4, [1, 3]), (5, [1, 3]), (7, [1, 3, 5]), (9, [1, 3, 5, 7])])
 def test_alternating_layers(n_layers, expected):
     assert alternating_layers(n_layers) == expected

@@ -13,8 +13,6 @@ from fpe_ref.train import TrainConfig, train
 RNG_SEED = 3  # the conftest ``rng`` fixture's seed for this module
 
 
-
-
 def _sparse(rng, shape=(6, 10), density=0.5):
     M = rng.random(shape) < density
     W = rng.normal(size=shape) * M

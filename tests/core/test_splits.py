@@ -1,4 +1,4 @@
-"""Gram-cluster and 2:4 splits (Sec. 3.3, A.7): partitions, the exact 2:4 pattern, errors."""
+"""Splits (Sec. 3.1, 3.3, A.7): balanced random partitions, Gram clusters, the exact 2:4 pattern, errors."""
 
 import numpy as np
 import pytest
@@ -9,8 +9,6 @@ from fpe_ref.expand import expand, split_masks_for
 from fpe_ref.mlp import MLP
 
 RNG_SEED = 7  # the conftest ``rng`` fixture's seed for this module
-
-
 
 
 def _is_partition(S, h, alpha):
@@ -123,3 +121,15 @@ def test_split_names_and_errors(rng):
         splits.gram_groups(np.full((2, 4), np.nan), 2)
     with pytest.raises(FPEError, match="leaves a child with no inputs"):
         splits.gram_split(_block_weights(rng, 2, 3, 4), 3, rng, n_clusters=2)
+
+
+# ---------------------------------------------------------------- random partitions
+def test_random_partition_balance_when_alpha_does_not_divide():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(3)
+    for _ in range(300):
+        child_of = splits.random_partition(10, 3, rng)
+        sizes = np.bincount(child_of, minlength=3)
+        assert sorted(sizes) == [3, 3, 4]
+        counts += sizes == 4
+    assert counts.min() > 60  # the larger child is not always the same index

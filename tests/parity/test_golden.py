@@ -240,7 +240,7 @@ def test_bad_options_and_overwrite(bundle, monkeypatch):
     with pytest.raises(FPEError, match="--only"):
         golden.check_bundle(bundle, "numpy", only="no-such-tensor")
     monkeypatch.setitem(sys.modules, "fpe_ref.parity.torch_ref", None)  # as if torch were not installed
-    monkeypatch.delattr(fpe_ref, "torch_impl", raising=False)
+    monkeypatch.delattr(fpe_ref.parity, "torch_ref", raising=False)
     with pytest.raises(FPEError, match=r"pip install 'fpe-ref\[torch\]'"):
         golden.check_bundle(bundle, "torch")
 
@@ -283,8 +283,8 @@ def test_torch_check_passes_on_cpu(bundle, dtype):
 def test_committed_bundle_is_what_this_code_exports(bundle):
     """results/parity/bundle is regenerated, not stale: same inputs bit for bit, expected within the check.
 
-    The FPE masks of the bundle once came from ``splits.random_split``; when that function
-    was vectorised, a fresh export silently differed from the committed one.
+    The bundle's FPE masks come from golden's own split generator, so a change to
+    ``splits.random_split`` (or any other module) that alters a fresh export fails here.
     """
     from pathlib import Path
 

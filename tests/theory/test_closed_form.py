@@ -1,26 +1,17 @@
-"""Tests for theory/: closed forms (Sec. A.5) against brute-force enumeration, simulators against
-closed forms on fixed seeds, kernels plain vs compiled vs dense NumPy, bad input, the CLI."""
+"""Closed forms of theory.closed_form (Sec. A.5) against brute-force enumeration, exact fractions and
+the Sec. 3.1 case study's hand-checkable numbers."""
 
 from __future__ import annotations
 
 import functools
 import itertools
-import json
 import math
 from fractions import Fraction
 
-import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from fpe_ref.errors import FPEError
-from fpe_ref.rng import stream
-from fpe_ref.theory import check as chk
 from fpe_ref.theory import closed_form as cf
-from fpe_ref.theory import monte_carlo as mc
-from fpe_ref.theory.commands import theory
-
-LEVEL = 0.999  # confidence level of every closed-form-vs-samples assertion below
 
 
 # ----------------------------------------------------------------------------- brute force
@@ -248,11 +239,6 @@ def test_smallest_r_is_smallest():
         (lambda: cf.p_cover(8, True, 1), "got True"),
         (lambda: cf.width_requirement(4, 2, 8, 1.5), "eps .* 1.5"),
         (lambda: cf.smallest_r(8, 2, 2, 0.1, criterion="nope"), "'nope'"),
-        (lambda: mc.simulate_independent(8, 2, 2, 2, 1, np.random.default_rng(0)), "n_networks .* got 1"),
-        (lambda: mc.simulate_split(10, 4, 2, 2, 5, np.random.default_rng(0)), "m=10 is not divisible by k=4"),
-        (lambda: mc.proportion_interval(3, 2, 0.9), "x=3, n=2"),
-        (lambda: mc.mean_interval([1.0, 2.0], 1.5), "1.5"),
-        (lambda: chk.CheckConfig(jobs=0), "jobs .* 0"),
     ],
 )
 def test_bad_input_raises_fpe_error(call, match):
@@ -267,177 +253,3 @@ def test_degree_below_k_gives_zero_coverage():
     assert cf.coverage_exact(12, 4, 4, 8) == 0.0
     assert cf.coverage_exact_split(12, 4, 4, 8) == 0.0
     assert cf.collision_ratio(12, 4, 4) == 0.0
-
-
-# ----------------------------------------------------------------------------- kernels
-
-
-@pytest.mark.parametrize("m,k,alpha,r", [(16, 2, 2, 3), (24, 3, 4, 2), (12, 4, 5, 2), (32, 4, 2, 4), (10, 2, 3, 3), (9, 3, 1, 2)])
-def test_kernel_plain_compiled_dense_agree(m, k, alpha, r):
-    """Fused model (a) kernel: plain Python == Numba == mask_stats(sample_supports(...)) on the same draws."""
-    degrees = mc.slot_degrees(m, alpha, r)
-    n_nets = 7
-    u = mc.uniform_u32(stream(3, "test-kernel", m, k, alpha), (n_nets * degrees.size, max(1, max(min(d, m - d) for d in degrees))))
-    plain = mc.independent_stats(u, m, k, degrees, net0=5, compiled=False)
-    fast = mc.independent_stats(u, m, k, degrees, net0=5, compiled=True)
-    perm = np.arange(m, dtype=np.int64)  # chunked with a carried buffer == one call
-    half = (n_nets // 2) * degrees.size
-    parts = [mc.independent_stats(u[:half], m, k, degrees, 5, perm), mc.independent_stats(u[half:], m, k, degrees, 5 + n_nets // 2, perm)]
-    for i in range(3):
-        np.testing.assert_array_equal(np.concatenate([parts[0][i], parts[1][i]]), fast[i], err_msg="chunked vs one call")
-    assert parts[0][3] + parts[1][3] == fast[3]
-    masks = mc.sample_supports(u, m, degrees)
-    assert np.array_equal(masks, mc.sample_supports(u, m, degrees, compiled=False))
-    assert np.array_equal(masks.sum(axis=1), np.tile(degrees, n_nets)), "every neuron has exactly its degree"
-    dense = mc.mask_stats(masks, n_nets, k, unit=1, net0=5)
-    for name, a, b, c in zip(("all_covered", "collisions", "missed_one", "unit_hits"), plain, fast, dense):
-        np.testing.assert_array_equal(a, b, err_msg=f"plain vs compiled: {name}")
-        np.testing.assert_array_equal(a, c, err_msg=f"plain vs dense NumPy: {name}")
-
-
-def test_split_simulator_uses_fpe_ref_random_split(monkeypatch):
-    """Model (b) is fpe_ref.splits.random_split itself: same rng -> same masks -> same statistics."""
-    from fpe_ref.splits import random_split
-
-    calls = []
-
-    def spy(h, d, alpha, rng):
-        calls.append((h, d, alpha))
-        return random_split(h, d, alpha, rng)
-
-    monkeypatch.setattr(mc, "random_split", spy)
-    res = mc.simulate_split(16, 2, 4, 3, 10, stream(1, "spy"))
-    assert calls == [(30, 16, 4)]
-    masks = random_split(30, 16, 4, stream(1, "spy"))
-    ac, co, mi, h = mc.mask_stats(masks, 10, 2, unit=4)
-    np.testing.assert_array_equal(res.all_covered, ac)
-    np.testing.assert_array_equal(res.collisions, co)
-    assert res.unit_hits == h and res.unit_trials == 30 and res.n_neurons == 120
-
-
-def test_simulators_are_deterministic():
-    a1 = mc.simulate_independent(32, 4, 2, 8, 50, stream(0, "det"))
-    a2 = mc.simulate_independent(32, 4, 2, 8, 50, stream(0, "det"), chunk=1000)  # other chunking, same numbers
-    np.testing.assert_array_equal(a1.collisions, a2.collisions)
-    np.testing.assert_array_equal(a1.all_covered, a2.all_covered)
-
-
-# ----------------------------------------------------------------------------- simulators vs closed forms
-
-
-def _assert_in(est: mc.Estimate, closed: float, what: str):
-    assert est.contains(closed), (
-        f"{what}: closed form {closed:.6g} outside the {est.level:.1%} {est.method} interval "
-        f"[{est.lo:.6g}, {est.hi:.6g}] (estimate {est.value:.6g})"
-    )
-
-
-@pytest.mark.parametrize("m,k,alpha,r", [(16, 2, 2, 6), (24, 3, 2, 11), (32, 4, 2, 25), (12, 2, 5, 4), (32, 4, 2, 8)])
-def test_model_a_matches_closed_forms(m, k, alpha, r):
-    """Model (a) simulation vs p, (1-p)^(alpha r), exact coverage and E_FPE (Sec. A.5), seed fixed, 99.9% intervals."""
-    res = mc.simulate_independent(m, k, alpha, r, 3000, stream(11, "test-a", m, k, alpha, r))
-    p_bar = sum(cnt * cf.p_cover(m, d, k) for d, cnt in cf.degree_profile(m, alpha)) / alpha
-    _assert_in(mc.proportion_interval(res.unit_hits, res.unit_trials, LEVEL), p_bar, "p")
-    _assert_in(mc.proportion_interval(res.missed_one.sum(), res.n_networks, LEVEL), cf.p_missed(m, k, alpha, r), "P[clause missed]")
-    _assert_in(mc.proportion_interval(res.all_covered.sum(), res.n_networks, LEVEL), cf.coverage_exact(m, k, alpha, r), "P[all covered]")
-    _assert_in(mc.mean_interval(res.collisions, LEVEL), cf.expected_collisions_fpe(m, k, alpha, r), "E_FPE")
-
-
-@pytest.mark.parametrize("m,k,alpha,r", [(16, 2, 2, 6), (24, 3, 2, 11), (12, 2, 5, 4), (16, 4, 2, 12)])
-def test_model_b_matches_closed_forms(m, k, alpha, r):
-    """Model (b) (fpe_ref random split) vs its own exact P_parent, miss, coverage, and E_FPE; 99.9% intervals."""
-    res = mc.simulate_split(m, k, alpha, r, 400, stream(12, "test-b", m, k, alpha, r))
-    _assert_in(mc.proportion_interval(res.unit_hits, res.unit_trials, LEVEL), cf.p_parent_cover(m, k, alpha), "P_parent")
-    _assert_in(mc.proportion_interval(res.missed_one.sum(), res.n_networks, LEVEL), cf.p_missed_split(m, k, alpha, r), "P[clause missed]")
-    _assert_in(mc.proportion_interval(res.all_covered.sum(), res.n_networks, LEVEL), cf.coverage_exact_split(m, k, alpha, r), "P[all covered]")
-    _assert_in(mc.mean_interval(res.collisions, LEVEL), cf.expected_collisions_split(m, k, alpha, r), "E_FPE (b)")
-
-
-def test_dense_is_deterministic():
-    res = mc.simulate_dense(32, 4, 8, 3)
-    assert res.all_covered.all() and not res.missed_one.any()
-    assert (res.collisions == cf.expected_collisions_dense(8, 8)).all()
-
-
-def test_b_differs_from_a_where_the_theory_says():
-    """(b) covers better than (a) at m=16, k=2, alpha=2, r=6: (a)'s exact value is outside (b)'s 99.9% interval."""
-    m, k, alpha, r = 16, 2, 2, 6
-    res = mc.simulate_split(m, k, alpha, r, 1500, stream(13, "a-vs-b"))
-    est = mc.proportion_interval(res.all_covered.sum(), res.n_networks, LEVEL)
-    assert cf.coverage_exact_split(m, k, alpha, r) - cf.coverage_exact(m, k, alpha, r) > 0.1
-    assert not est.contains(cf.coverage_exact(m, k, alpha, r)), f"(a) {cf.coverage_exact(m, k, alpha, r):.4f} inside (b)'s 99.9% interval [{est.lo:.4f}, {est.hi:.4f}]"
-    _assert_in(est, cf.coverage_exact_split(m, k, alpha, r), "P[all covered] (b)")
-
-
-# ----------------------------------------------------------------------------- intervals
-
-
-@pytest.mark.parametrize("x,n", [(0, 50), (50, 50), (7, 100), (500, 1000)])
-def test_intervals_contain_estimate(x, n):
-    for f in (mc.proportion_interval, mc.wilson_interval):
-        e = f(x, n, 0.99)
-        assert 0.0 <= e.lo <= e.value <= e.hi <= 1.0
-    cp = mc.proportion_interval(x, n, 0.99)
-    if x == 0:
-        assert cp.lo == 0.0 and cp.hi == pytest.approx(1 - 0.005 ** (1 / n))
-    if x == n:
-        assert cp.hi == 1.0
-
-
-def test_mean_interval_width():
-    v = np.array([0.0, 1.0] * 50)
-    e = mc.mean_interval(v, 0.95)
-    assert e.value == 0.5
-    assert e.hi - e.value == pytest.approx(1.959964 * v.std(ddof=1) / 10, rel=1e-5)
-
-
-# ----------------------------------------------------------------------------- check and CLI
-
-
-def test_check_quick_cli(tmp_path):
-    """``fpe theory check --quick`` passes, prints the rate and the summary, and writes check.json records."""
-    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    assert "neurons/s" in res.output and "All checks passed." in res.output
-    rep = json.loads((tmp_path / "check.json").read_text())
-    assert rep["format_version"] == chk.FORMAT_VERSION and rep["n_failed"] == 0 and rep["n_checks"] > 50
-    for key in ("m", "k", "alpha", "r", "quantity", "closed_form", "estimate", "interval", "pass", "model"):
-        assert key in rep["records"][0]
-    assert {r["model"] for r in rep["records"]} == {"a", "b", "dense"}
-    assert (tmp_path / "check.txt").read_text().startswith("\n== Closed form vs simulation")
-    case = [p for p in rep["paper_settings"] if p["label"].startswith("Sec 3.1")][0]
-    assert case["coverage_a"] == pytest.approx(cf.coverage_exact(32, 4, 2, 8))
-
-
-def test_check_exits_nonzero_on_failure(tmp_path, monkeypatch):
-    """A wrong closed form makes the check fail with a non-zero exit code."""
-    real = cf.coverage_exact
-    monkeypatch.setattr(cf, "coverage_exact", lambda *a, **kw: min(1.0, real(*a, **kw) + 0.2))
-    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1", "--out", str(tmp_path)])
-    assert res.exit_code != 0
-    assert "theory checks failed" in res.output and "FAIL" in res.output
-
-
-def test_run_simulations_independent_of_jobs():
-    cfg1 = chk.CheckConfig.quick_config(jobs=1, parent_budget=200, neuron_budget=2000)
-    cfg2 = chk.CheckConfig.quick_config(jobs=2, parent_budget=200, neuron_budget=2000)
-    settings = [chk.Setting("grid", "t", 16, 2, 2, 4), chk.Setting("grid", "t", 24, 3, 4, 3)]
-    s1, s2 = chk.run_simulations(settings, cfg1), chk.run_simulations(settings, cfg2)
-    for key in s1:
-        np.testing.assert_array_equal(s1[key]["coll_values"], s2[key]["coll_values"], err_msg=str(key))
-        assert s1[key]["all_covered"] == s2[key]["all_covered"]
-
-
-def test_plot_quick_cli(tmp_path):
-    res = CliRunner().invoke(theory, ["plot", "--quick", "--jobs", "1", "--out", str(tmp_path)])
-    assert res.exit_code == 0, res.output
-    for f in ("coverage_vs_r.png", "collision_ratio_vs_alpha.png", "paper_settings.png", "plot_data.json"):
-        assert (tmp_path / f).stat().st_size > 1000, f
-
-
-def test_full_grid_shape():
-    """The default grid spans k in {2,3,4} x alpha in {2,4,8} and holds the paper's k=4 case study."""
-    grid = chk.main_grid(chk.CheckConfig())
-    assert {(s.k, s.alpha) for s in grid} == set(itertools.product((2, 3, 4), (2, 4, 8)))
-    assert (32, 4, 2, 8) in {s.key for s in grid}
-    assert all(s.r <= chk.CheckConfig().r_cap for s in grid)

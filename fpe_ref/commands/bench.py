@@ -1,0 +1,61 @@
+"""``fpe bench``: milliseconds per training step and the case study end to end, per implementation.
+
+Thin: builds a :class:`fpe_ref.experiments.bench.BenchConfig`, calls
+:func:`~fpe_ref.experiments.bench.run_bench` and prints its tables.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from fpe_ref.commands import options as opt
+
+
+@click.command("bench")
+@opt.quick("fewer repetitions and a 100 + 100-epoch case study (several minutes on 2 shared cores, most of it "
+           "the PyTorch loop; add --no-torch to skip it); writes to results/bench-quick")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
+@opt.dtype(multiple=True, note="repeatable; default both")
+@click.option("--no-torch", is_flag=True, help="Skip PyTorch even when it is installed.")
+@opt.out(note="default results/bench; --quick: results/bench-quick, so that a quick run never replaces "
+                   "the committed full one")
+def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
+    """ms per training step: dense parent vs FPE (alpha 2, 4, 8) masked-dense NumPy vs sparse numba.
+
+    Boolean [32, 8, 1] and [128, 16, 1], embedding-like [512, h, 100] (h = 8, 32, 128) and
+    FashionMNIST-like [784, 64, 10], batch 500, float32 and float64: median ms per step over
+    timed epochs (min, max), the ratio to the dense parent measured in the same run, and the
+    same model in PyTorch when it is installed (extra `bench`). Then the Sec. 3.1 case study
+    (5 trials x 3 variants, 1000 + 1000 epochs) end to end: NumPy and numba one model at a time,
+    numba batched, and PyTorch. Records the load average and thread counts: on a shared
+    machine the numbers are indicative.
+    """
+    from fpe_ref.experiments.bench import BenchConfig, run_bench, table
+
+    kw = {"threads": threads, "torch": not no_torch}
+    if dtypes:
+        kw["dtypes"] = tuple(dtypes)
+    cfg = BenchConfig.make(quick=quick, **kw)
+    out_dir = out_dir or ("results/bench-quick" if quick else "results/bench")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load >= (os.cpu_count() or 1):
+        click.echo(f"warning: load average {load:.1f} >= {os.cpu_count()} cores: other jobs share the CPU, so the "
+                   "timings below are indicative only (consider --threads 1)", err=True)
+    rec = run_bench(cfg, out_dir, log=click.echo)
+    env = rec["environment_before"]
+    click.echo("")
+    click.echo(table(rec["steps"]))
+    cs = rec["case_study"]
+    click.echo(f"\ncase study ({cs['trials']} trials x (1 + 3) runs x {cs['epochs_per_phase']} epochs, {cs['steps']} steps):")
+    for name, w in cs["wall_s"].items():
+        click.echo(f"  {name:<28} {w:8.1f} s   (max |acc - numpy| {cs['max_acc_difference_vs_numpy'][name]:.4f})")
+    click.echo("\ntargets:")
+    for k, t in rec["targets"].items():
+        click.echo(f"  {k:<32} {t['value']:.4g} (target {t['target']}): {'met' if t['met'] else 'not met' if t['met'] is False else 'n/a'}")
+    click.echo(f"\nload average before {env['load_average']}, after {rec['environment_after']['load_average']}; "
+               f"threads {env['threads']} (numba {env['numba_threads']}, torch {env['torch'] and env['torch']['threads']}); "
+               f"BLAS {env['blas']}")
+    click.echo(f"wrote {out_dir}/bench.json")

@@ -1,0 +1,185 @@
+"""The layout of the source tree (design/layout.md), checked on the source text itself.
+
+* Imports point down only: ``cli.py -> commands -> experiments -> {fast, parity} -> core``,
+  ``theory -> core``, where the core is the top of ``fpe_ref/`` together with ``fpe_ref/data/``.
+  Every import counts, also one inside a function.
+* numba is imported only by ``fpe_ref/fast/`` and ``theory/monte_carlo.py``.
+* Every name a module reads as a global is bound by a line of that module (an assignment, a
+  ``def``, a ``class``, an import, or a ``global`` statement with an assignment) or is a
+  builtin; names injected at run time (``globals().update``) fail this.
+* The test tree mirrors the package: ``tests/<area>/test_X.py`` tests the module ``X`` of
+  that area's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import symtable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+# Source folder -> the package name it installs as (pyproject.toml's package-dir).
+SOURCES = {ROOT / "fpe_ref": "fpe_ref", ROOT / "theory": "fpe_ref.theory"}
+
+SUBPACKAGES = ("data", "fast", "parity", "experiments", "commands", "theory")
+
+# Layer -> the layers its modules may import (its own included).
+ALLOWED = {
+    "core": {"core", "data"},
+    "data": {"core", "data"},
+    "fast": {"fast", "core", "data"},
+    "parity": {"parity", "core", "data"},
+    "experiments": {"experiments", "fast", "parity", "core", "data"},
+    "commands": {"commands", "experiments", "fast", "parity", "core", "data", "theory"},
+    "theory": {"theory", "core", "data"},
+}
+# (importing module, imported module) pairs allowed across the layers: the theory commands
+# take the shared options of the `fpe` group.
+ALLOWED_EDGES = {("fpe_ref.theory.commands", "fpe_ref.commands.options")}
+
+NUMBA_ALLOWED = ("fpe_ref/fast/", "theory/monte_carlo.py")
+
+# Test folder -> the source folder whose modules its test files name.
+TEST_AREAS = {
+    "core": ROOT / "fpe_ref",
+    "data": ROOT / "fpe_ref" / "data",
+    "fast": ROOT / "fpe_ref" / "fast",
+    "experiments": ROOT / "fpe_ref" / "experiments",
+    "parity": ROOT / "fpe_ref" / "parity",
+    "theory": ROOT / "theory",
+}
+
+# Names Python binds in every module's namespace before its first line runs.
+MODULE_NAMES = {"__name__", "__doc__", "__file__", "__package__", "__loader__", "__spec__", "__cached__",
+                "__builtins__", "__path__", "__annotations__"}
+BUILTINS = set(dir(builtins))
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> source file, for every module of fpe_ref/ and theory/."""
+    out = {}
+    for folder, package in SOURCES.items():
+        for path in sorted(folder.rglob("*.py")):
+            rel = path.relative_to(folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            if any(p.startswith(".") or p == "__pycache__" for p in rel.parts):
+                continue
+            out[".".join([package, *parts])] = path
+    return out
+
+
+MODULES = _modules()
+RELPATHS = {name: path.relative_to(ROOT).as_posix() for name, path in MODULES.items()}
+
+
+def _layer(module: str) -> str | None:
+    """The layer of a dotted module name of fpe-ref; ``None`` for a module outside it."""
+    parts = module.split(".")
+    if parts[0] != "fpe_ref":
+        return None
+    if len(parts) > 1 and parts[1] in SUBPACKAGES:
+        return parts[1]
+    return "core"
+
+
+def _imports(name: str):
+    """``(line, imported module)`` for every import in module ``name``, at any depth."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                # `from fpe_ref import fast` imports the subpackage fpe_ref.fast
+                yield node.lineno, sub if sub in MODULES else module
+
+
+@pytest.mark.parametrize("name", sorted(MODULES), ids=lambda n: RELPATHS[n])
+def test_imports_point_down(name):
+    layer = _layer(name)
+    bad = []
+    for line, target in _imports(name):
+        other = _layer(target)
+        if other is None or other in ALLOWED[layer] or (name, target) in ALLOWED_EDGES:
+            continue
+        bad.append(f"{RELPATHS[name]}:{line} imports {target} ({layer} may import only "
+                   f"{', '.join(sorted(ALLOWED[layer]))})")
+    assert not bad, "upward imports:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES), ids=lambda n: RELPATHS[n])
+def test_numba_only_in_fast_and_the_theory_simulator(name):
+    if RELPATHS[name].startswith(NUMBA_ALLOWED):
+        return
+    bad = [f"{RELPATHS[name]}:{line} imports {target}"
+           for line, target in _imports(name) if target.split(".")[0] == "numba"]
+    assert not bad, f"numba outside {', '.join(NUMBA_ALLOWED)}:\n" + "\n".join(bad)
+
+
+def _tables(table: symtable.SymbolTable):
+    yield table
+    for child in table.get_children():
+        yield from _tables(child)
+
+
+def _undefined_globals(source: str, filename: str) -> dict[str, list[str]]:
+    """Names read as globals in some scope that no line of the module binds: ``{name: [scopes]}``."""
+    top = symtable.symtable(source, filename, "exec")
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported()}
+    for table in _tables(top):  # `global x` in a function, then `x = ...` there
+        defined |= {s.get_name() for s in table.get_symbols() if s.is_declared_global() and s.is_assigned()}
+    missing = {}
+    for table in _tables(top):
+        for s in table.get_symbols():
+            n = s.get_name()
+            if s.is_global() and s.is_referenced() and n not in defined | BUILTINS | MODULE_NAMES:
+                missing.setdefault(n, []).append(table.get_name())
+    return missing
+
+
+def test_undefined_global_detector_catches_injected_names():
+    src = "import os\nglobals().update(x=1)\n\ndef f(a):\n    global g\n    g = 2\n    return os.sep, a, x, len\n"
+    assert _undefined_globals(src, "m.py") == {"x": ["f"]}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES), ids=lambda n: RELPATHS[n])
+def test_every_global_name_is_defined(name):
+    path = MODULES[name]
+    source = path.read_text()
+    missing = _undefined_globals(source, str(path))
+    tree = ast.parse(source, str(path))
+    stars = [f"{RELPATHS[name]}:{n.lineno} from {n.module} import *" for n in ast.walk(tree)
+             if isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names)]
+    assert not stars, "a star import hides which names a module defines:\n" + "\n".join(stars)
+    assert not missing, f"{RELPATHS[name]}: names used that no line defines: " + ", ".join(
+        f"{n} (in {', '.join(sorted(set(scopes)))})" for n, scopes in sorted(missing.items()))
+
+
+def _test_files():
+    out = []
+    for path in sorted(TESTS.glob("*/test_*.py")):
+        out.append(path.relative_to(TESTS).as_posix())
+    return out
+
+
+@pytest.mark.parametrize("test_file", _test_files())
+def test_test_tree_mirrors_the_package(test_file):
+    area, filename = test_file.split("/")
+    assert area in TEST_AREAS, f"tests/{test_file}: tests/{area}/ is not one of the areas {sorted(TEST_AREAS)}"
+    folder = TEST_AREAS[area]
+    module = folder / (filename.removeprefix("test_"))
+    assert module.is_file(), (f"tests/{test_file} names no module: {module.relative_to(ROOT).as_posix()} "
+                              f"does not exist")

@@ -1,0 +1,43 @@
+"""The ``fpe theory`` click group (theory.commands): ``check`` and ``plot`` end to end on --quick settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from fpe_ref.theory import check as chk
+from fpe_ref.theory import closed_form as cf
+from fpe_ref.theory.commands import theory
+
+
+def test_check_quick_cli(tmp_path):
+    """``fpe theory check --quick`` passes, prints the rate and the summary, and writes check.json records."""
+    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "neurons/s" in res.output and "All checks passed." in res.output
+    rep = json.loads((tmp_path / "check.json").read_text())
+    assert rep["format_version"] == chk.FORMAT_VERSION and rep["n_failed"] == 0 and rep["n_checks"] > 50
+    for key in ("m", "k", "alpha", "r", "quantity", "closed_form", "estimate", "interval", "pass", "model"):
+        assert key in rep["records"][0]
+    assert {r["model"] for r in rep["records"]} == {"a", "b", "dense"}
+    assert (tmp_path / "check.txt").read_text().startswith("\n== Closed form vs simulation")
+    case = [p for p in rep["paper_settings"] if p["label"].startswith("Sec 3.1")][0]
+    assert case["coverage_a"] == pytest.approx(cf.coverage_exact(32, 4, 2, 8))
+
+
+def test_check_exits_nonzero_on_failure(tmp_path, monkeypatch):
+    """A wrong closed form makes the check fail with a non-zero exit code."""
+    real = cf.coverage_exact
+    monkeypatch.setattr(cf, "coverage_exact", lambda *a, **kw: min(1.0, real(*a, **kw) + 0.2))
+    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1", "--out", str(tmp_path)])
+    assert res.exit_code != 0
+    assert "theory checks failed" in res.output and "FAIL" in res.output
+
+
+def test_plot_quick_cli(tmp_path):
+    res = CliRunner().invoke(theory, ["plot", "--quick", "--jobs", "1", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    for f in ("coverage_vs_r.png", "collision_ratio_vs_alpha.png", "paper_settings.png", "plot_data.json"):
+        assert (tmp_path / f).stat().st_size > 1000, f
