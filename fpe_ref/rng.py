@@ -8,6 +8,7 @@ keyed by a name so that adding a new stream never shifts an existing one.
 
 from __future__ import annotations
 
+import numbers
 import zlib
 
 import numpy as np
@@ -16,15 +17,18 @@ from fpe_ref.errors import FPEError
 
 
 def as_rng(seed_or_rng) -> np.random.Generator:
-    """Return a Generator: pass one through, or build one from an int seed."""
+    """Return a Generator: pass one through, or build ``np.random.default_rng(seed)`` from an int seed >= 0.
+
+    The randomness contract of fpe-ref: every public function that draws accepts either.
+    Anything else (``None``, a bool, a float, a string) is a one-line ``FPEError``.
+    """
     if isinstance(seed_or_rng, np.random.Generator):
         return seed_or_rng
-    if seed_or_rng is None or isinstance(seed_or_rng, (bool, float)):
+    if isinstance(seed_or_rng, (bool, np.bool_)) or not isinstance(seed_or_rng, numbers.Integral):
         raise FPEError(f"seed must be an integer or a numpy Generator, got {seed_or_rng!r}")
-    try:
-        return np.random.default_rng(int(seed_or_rng))
-    except (TypeError, ValueError) as exc:
-        raise FPEError(f"seed must be a non-negative integer, got {seed_or_rng!r}") from exc
+    if seed_or_rng < 0:
+        raise FPEError(f"seed must be a non-negative integer, got {seed_or_rng!r}")
+    return np.random.default_rng(int(seed_or_rng))
 
 
 def stream(seed: int, *names) -> np.random.Generator:

@@ -1,8 +1,12 @@
 """Command-line input rules: an explicit 0 is refused (never silently replaced by a default),
 bad counts give one-line errors naming the option, and every command has a readable summary."""
 
+import glob
+import os
+import re
 import subprocess
 import sys
+import types
 
 import click
 import numpy as np
@@ -209,21 +213,17 @@ def _all_options():
 
 
 def _declared(path):
-    import re
-
+    """The option spellings ``path`` declares (``click.option("--x"`` or ``_factory("--x"``)."""
     text = open(path).read()
     return re.findall(r'(?:click\.option|_factory)\(\s*"(--[\w-]+)', text)
 
 
 def _command_files():
-    import glob
-    import os
-
+    """The files that define commands, and options.py."""
     import fpe_ref.commands as pkg
-
-    here = os.path.dirname(pkg.__file__)
     from fpe_ref.theory import commands as theory_commands
 
+    here = os.path.dirname(pkg.__file__)
     return ([f for f in sorted(glob.glob(os.path.join(here, "*.py"))) if not f.endswith("options.py")]
             + [theory_commands.__file__]), os.path.join(here, "options.py")
 
@@ -257,8 +257,6 @@ def test_a_shared_option_has_one_default_and_one_help(spelling):
                                       "--n-samples"])
 def test_a_per_command_option_keeps_one_spelling_and_one_help(spelling):
     """Options whose default is the command's: one parameter name, and one help text before the note."""
-    import os
-
     uses = _all_options()[spelling]
     assert len({p.name for _, p in uses} - {"dtypes"}) == 1
     base = os.path.commonprefix([p.help for _, p in uses])
@@ -287,8 +285,6 @@ def test_every_command_and_group_shows_its_help():
 
 
 def test_the_submodules_stay_modules_and_their_groups_are_registered():
-    import types
-
     import fpe_ref.commands as pkg
     from fpe_ref.commands import bench, golden, reproduce, sweep
     from fpe_ref.theory import commands as theory_commands

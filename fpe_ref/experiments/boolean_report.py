@@ -123,7 +123,7 @@ class Cells:
         out = []
         for r in self.runs(m, h, a):
             src = r["parent"] if variant == "parent" else r["models"][variant][stage]
-            out.append(src.get(field, math.nan))  # older records lack cosine_abs
+            out.append(src.get(field, math.nan))  # a missing field (cosine_abs at "split") is left out
         out = [x for x in out if x is not None and not math.isnan(x)]
         return np.asarray(out, dtype=float)
 

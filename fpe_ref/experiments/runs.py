@@ -1,7 +1,8 @@
-"""A resumable, parallel sweep runner: a grid of runs through a ``concurrent.futures.Executor``.
+"""The run store and its executors: a grid of runs, resumable, through a ``concurrent.futures.Executor``.
 
-Paper: none directly; this is the machinery behind Sec. 3.2 (Figures 3 and 4, Tables A1/A2),
-which are grids of hundreds of independent trainings.
+Paper: none directly; this is the machinery behind the grids of independent trainings of
+Sec. 3.2 (Figures 3 and 4, Tables A1/A2: ``fpe_ref.experiments.boolean``) and Sec. 3.3, 3.4
+and A.7 (``fpe_ref.experiments.vision``).
 
 The model
 ---------

@@ -27,7 +27,10 @@ def num(x, nd=3) -> str:
 
 
 def mean_pm(s, nd=3, key="sd") -> str:
-    """``mean ± s[key]`` of a :func:`fpe_ref.experiments.stats.mean_sd_se` dict; "(n=1)" for one value, "—" for none."""
+    """``mean ± s[key]`` of a :func:`fpe_ref.experiments.stats.mean_sd_se` dict.
+
+    ``"0.500 (n=1)"`` for a single value, "—" for none.
+    """
     if s["n"] == 0:
         return "—"
     if s["n"] == 1:

@@ -62,19 +62,19 @@ def tables(summary: dict, variants, n_classes: int | None = None, class_names=No
     n = max((summary[h][v]["n"] for h in hs for v in vs if v in summary[h]), default=0)
     parts = [f"### Test accuracy (%), mean ± s.e.m. over {n} trials\n",
              table(["neurons (pre-expansion)", "dense parent after pre-training"] + [label(v) for v in vs],
-                    [[h, pct(summary[h]["parent"]["acc_mean"], summary[h]["parent"]["acc_sem"])]
-                     + [pct(summary[h][v]["acc_mean"], summary[h][v]["acc_sem"]) if v in summary[h] else "-" for v in vs]
-                     for h in hs])]
+                   [[h, pct(summary[h]["parent"]["acc_mean"], summary[h]["parent"]["acc_sem"])]
+                    + [pct(summary[h][v]["acc_mean"], summary[h][v]["acc_sem"]) if v in summary[h] else "-" for v in vs]
+                    for h in hs])]
     rel = [v for v in vs if v != "dense"]
     if "dense" in vs and rel:
         parts += ["\n### Relative improvement over the dense baseline, (RI − 1) in %, ± s.e. (delta method); "
                   "* p < 0.05 (Welch)\n",
                   table(["neurons"] + [label(v) for v in rel],
-                         [[h] + [ri_cell(summary[h][v]) if v in summary[h] else "-" for v in rel] for h in hs])]
+                        [[h] + [ri_cell(summary[h][v]) if v in summary[h] else "-" for v in rel] for h in hs])]
     parts += ["\n### Test accuracy per 1000 parameters (non-zero weights + biases + LayerNorm)\n",
               table(["neurons"] + [f"{label(v)}" for v in vs],
-                     [[h] + [f"{summary[h][v]['acc_per_kparam']:.4f} ({summary[h][v]['params_total']})"
-                             if v in summary[h] else "-" for v in vs] for h in hs])]
+                    [[h] + [f"{summary[h][v]['acc_per_kparam']:.4f} ({summary[h][v]['params_total']})"
+                            if v in summary[h] else "-" for v in vs] for h in hs])]
     sel_rows = []
     for h in hs:
         for v in vs:
@@ -86,7 +86,7 @@ def tables(summary: dict, variants, n_classes: int | None = None, class_names=No
     parts += ["\n### Model selection: mean over trials, Alg. A3's best-of-T selected on the test set "
               "(optimistic), best-of-T selected on the validation split (its test accuracy)\n",
               table(["neurons", "model", "mean ± s.e.m.", "best of T (test-selected)", "best of T (val-selected)"],
-                     sel_rows)]
+                    sel_rows)]
     split_rows = [[h, label(v), pct(summary[h][v]["acc_at_split_mean"]), pct(summary[h][v]["acc_mean"]),
                    f"{summary[h][v]['cosine_W1']:.4f}"]
                   for h in hs for v in vs if v in summary[h] and "acc_at_split_mean" in summary[h][v]]
@@ -94,14 +94,14 @@ def tables(summary: dict, variants, n_classes: int | None = None, class_names=No
         parts += ["\n### At the split (before any training after it) and after; mean cosine of W1's rows "
                   "(Figure 6c's interference measure)\n",
                   table(["neurons", "model", "test acc at split (%)", "after training (%)", "cosine W1 after"],
-                         split_rows + [[h, label("dense"), "-", pct(summary[h]["dense"]["acc_mean"]),
-                                        f"{summary[h]['dense']['cosine_W1']:.4f}"] for h in hs if "dense" in summary[h]])]
+                        split_rows + [[h, label("dense"), "-", pct(summary[h]["dense"]["acc_mean"]),
+                                       f"{summary[h]['dense']['cosine_W1']:.4f}"] for h in hs if "dense" in summary[h]])]
     h0 = hs[0] if hs else None
     if h0 is not None and n_classes and n_classes <= 20:
         names = list(class_names) if class_names else [str(k) for k in range(n_classes)]
         parts += [f"\n### Per-class test accuracy (%) at {h0} neurons, mean over trials\n",
                   table(["class"] + [label(v) for v in vs],
-                         [[names[k]] + [pct(summary[h0][v]["per_class_mean"][k]) for v in vs] for k in range(n_classes)])]
+                        [[names[k]] + [pct(summary[h0][v]["per_class_mean"][k]) for v in vs] for k in range(n_classes)])]
     return "\n".join(parts) + "\n"
 
 

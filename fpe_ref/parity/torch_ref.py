@@ -28,12 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from fpe_ref.errors import FPEError
-from fpe_ref.layers import loss_name
+from fpe_ref.layers import LN_EPS, loss_name  # torch.nn.LayerNorm's default eps
 from fpe_ref.optim import schedule
 from fpe_ref.rng import as_rng
 from fpe_ref.train import History, check_data
-
-LN_EPS = 1e-5
 
 
 def resolve_device(device: str) -> torch.device:

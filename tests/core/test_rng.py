@@ -36,8 +36,10 @@ def test_as_rng_int_is_default_rng(seed):
     (1.5, "seed must be an integer or a numpy Generator, got 1.5"),
     (2.0, "seed must be an integer or a numpy Generator, got 2.0"),
     (-1, "seed must be a non-negative integer, got -1"),
-    ("abc", "seed must be a non-negative integer, got 'abc'"),
-], ids=["None", "True", "float", "integral-float", "negative", "string"])
+    ("abc", "seed must be an integer or a numpy Generator, got 'abc'"),
+    ("3", "seed must be an integer or a numpy Generator, got '3'"),
+    (np.True_, "seed must be an integer or a numpy Generator, got np.True_"),
+], ids=["None", "True", "float", "integral-float", "negative", "string", "digit-string", "numpy-bool"])
 def test_as_rng_bad_seed_one_line(seed, message):
     with pytest.raises(FPEError) as info:
         as_rng(seed)

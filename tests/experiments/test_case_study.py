@@ -1,12 +1,18 @@
-"""The case-study command end to end on a tiny config: outputs, resume, reproducibility, errors."""
+"""The case study (fpe_ref.experiments.case_study): the command end to end on a tiny config
+(outputs, resume, reproducibility, errors) and its trainers."""
 
 import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from fpe_ref.commands import fpe
+from fpe_ref.errors import FPEError
+from fpe_ref.experiments.case_study import CaseStudyConfig, make_data, run_case_study, run_trials
+from fpe_ref.train import TrainConfig
 
 TINY = ["--trials", "2", "--dense-epochs", "3", "--fpe-epochs", "3", "--n-samples", "400", "--batch-size", "100"]
 
@@ -67,3 +73,35 @@ def test_bad_alpha_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == "Error: alpha=64 is larger than the fan-in d=32: a child would get no inputs"
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- trainers (fpe_ref.experiments.trainers)
+def _tiny_config(**kw):
+    base = dict(m=8, k=4, hidden=2, dense_epochs=2, fpe_epochs=2, trials=2, n_samples=200,
+                train=TrainConfig(batch_size=50, warmup_epochs=2))
+    base.update(kw)
+    return CaseStudyConfig(**base)
+
+
+def test_run_trials_numba_equals_numpy_and_records_the_resolved_trainer():
+    cfg = _tiny_config()
+    tr, te, groups = make_data(cfg)
+    fast = run_trials(cfg, [0, 1], tr, te, groups, backend="auto")
+    ref = run_trials(cfg, [0, 1], tr, te, groups, backend="numpy")
+    assert [r["backend"] for r, _, _ in fast] == ["numba", "numba"]
+    assert [r["backend"] for r, _, _ in ref] == ["numpy", "numpy"]
+    for (rf, mf, _), (rr, mr, _) in zip(fast, ref):
+        assert rf["trial"] == rr["trial"]
+        for v in ("dense", "clause", "random"):
+            np.testing.assert_allclose(mf[v].params["W1"], mr[v].params["W1"], rtol=1e-9, atol=1e-12, err_msg=v)
+            assert rf["models"][v]["after"]["test_acc"] == rr["models"][v]["after"]["test_acc"], v
+
+
+def test_run_case_study_refuses_a_trainer_before_any_work(tmp_path):
+    cfg = _tiny_config(train=TrainConfig(orth=0.1))
+    out = tmp_path / "cs"
+    with pytest.raises(FPEError, match=r"numba trainer cannot train models of sizes \[8, 2, 1\]: .*orthogonality"):
+        run_case_study(cfg, out, log=lambda s: None, backend="numba")
+    assert not out.exists()  # refused before any file was written
+    with pytest.raises(FPEError, match="unknown trainer 'cuda'"):
+        run_case_study(_tiny_config(), out, log=lambda s: None, backend="cuda")

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from fpe_ref.data.fashion_mnist import DEFAULT_DATA_DIR
 from fpe_ref.errors import FPEError
 from fpe_ref.mlp import MLP
-from fpe_ref.experiments.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, relative_improvement,
-                            run_one, summarize, vision_train_config)
+from fpe_ref.experiments.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, run_one,
+                                       summarize, vision_train_config)
 
 ALL = ("dense", "random", "gram", "two-four", "rewire", "dense-scratch", "sparse-scratch")
 
@@ -92,14 +92,6 @@ def test_per_class_accuracy_hand_example():
     y = np.array([1, 0, 0, 0, 1])
     assert per_class_accuracy(model, X, y, 3)[:2] == [2 / 3, 1.0]
     assert np.isnan(per_class_accuracy(model, X, y, 3)[2])
-
-
-def test_relative_improvement_hand_example():
-    ri, se, p = relative_improvement([0.6, 0.8], [0.4, 0.6])
-    assert ri == pytest.approx(1.4)
-    # se_f = se_d = std(ddof=1)/sqrt(2) = 0.1 -> se = 1.4 * sqrt((0.1/0.7)^2 + (0.1/0.5)^2)
-    assert se == pytest.approx(1.4 * np.sqrt((0.1 / 0.7) ** 2 + 0.2 ** 2))
-    assert p == pytest.approx(0.2929, abs=1e-4)  # Welch: t = 0.2 / sqrt(0.02) = 1.414, df = 2
 
 
 # ---------------------------------------------------------------- runs
@@ -292,16 +284,39 @@ def _assert_close_records(a, b, path=""):
 
 
 def test_numba_trainer_equals_the_reference_in_float64(emb, monkeypatch):
-    """--trainer numba: the same run to rounding (one-hidden-layer models); rewiring falls back to numpy."""
-    from fpe_ref.experiments import vision
+    """--trainer numba: the same run to rounding, every model trained by the numba trainer."""
+    import dataclasses
 
-    variants = ("dense", "random", "gram", "rewire", "dense-scratch", "sparse-scratch")
+    from fpe_ref.experiments import trainers
+
+    used = []
+
+    def recording(name):
+        t = trainers.TRAINERS[name]
+        return dataclasses.replace(t, train_many=lambda *a, **k: used.append(name) or t.train_many(*a, **k))
+
+    for name in ("numpy", "numba"):
+        monkeypatch.setitem(trainers.TRAINERS, name, recording(name))
+    variants = ("dense", "random", "gram", "dense-scratch", "sparse-scratch")
     ref = run_one(tiny_cfg(emb, variants=variants), 4, 0)
-    backends, train = [], vision.train
-    monkeypatch.setattr(vision, "train", lambda *a, **k: backends.append(k["backend"]) or train(*a, **k))
+    assert used == ["numpy"] * 6  # parent, variants
+    used.clear()
     fast = run_one(tiny_cfg(emb, variants=variants, trainer="numba-v1"), 4, 0)
-    assert backends == ["numba", "numba", "numba", "numba", "numpy", "numba", "numba"]  # parent, variants
+    assert used == ["numba"] * 6
     _assert_close_records(ref, fast)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(variants=("dense", "random", "rewire")), "the rewire variant: .*RewiringAdam"),
+    (dict(layers=5, variants=("dense", "random")), "layers=5, layer_norm=True"),
+    (dict(layer_norm=True, variants=("dense", "random")), "layers=2, layer_norm=True: .*no LayerNorm"),
+])
+def test_numba_trainer_refuses_what_it_cannot_train_before_any_run(emb, kw, match):
+    """Rewiring, depth and LayerNorm train with numpy only: --trainer numba is refused by the config."""
+    tiny_cfg(emb, **kw)  # the reference trains them
+    with pytest.raises(FPEError, match="the numba trainer cannot train " + match) as err:
+        tiny_cfg(emb, trainer="numba-v1", **kw)
+    assert "\n" not in str(err.value)
 
 
 def test_unknown_trainer_is_refused(emb):
