@@ -468,6 +468,7 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
     (fresh Adam) and the random-split model train total - P more. Curves: mean test
     accuracy per epoch +- s.e.m.; table: final accuracy per split time.
     """
+    from fpe_ref.experiments import tables
     from fpe_ref.experiments import vision_report as vr
     from fpe_ref.experiments.vision import summarize
 
@@ -484,9 +485,9 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
         cfgs.append(cfg)
         recs = run_sweep_cmd(cfg, [hidden], os.path.join(out_dir, f"split_at_{p}"), jobs, f"split at {p}")
         s = summarize(recs, cfg.variants)[hidden]
-        rows.append([p, vr._pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),
-                     vr._pct(s["dense"]["acc_mean"], s["dense"]["acc_sem"]),
-                     vr._pct(s["random"]["acc_mean"], s["random"]["acc_sem"]), vr.ri_cell(s["random"])])
+        rows.append([p, tables.pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),
+                     tables.pct(s["dense"]["acc_mean"], s["dense"]["acc_sem"]),
+                     tables.pct(s["random"]["acc_mean"], s["random"]["acc_sem"]), vr.ri_cell(s["random"])])
         for v in cfg.variants:
             full = []
             for r in recs:
@@ -496,7 +497,7 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
             A = np.asarray(full)
             sem = A.std(0, ddof=1) / np.sqrt(len(A)) if len(A) > 1 else np.zeros(A.shape[1])
             curves[f"{v}, split at {p}"] = (ep, A.mean(0), sem, p, p)
-    table = vr._table(["split at epoch", "dense parent at split (%)", f"dense after {total_epochs} (%)",
+    table = tables.table(["split at epoch", "dense parent at split (%)", f"dense after {total_epochs} (%)",
                        f"random FPE after {total_epochs} (%)", "(RI − 1) %"], rows)
     title = f"Figure 6b: split timing, {hidden} neurons, alpha {alpha} ({_data_tag(ds)})"
     vr.write(os.path.join(out_dir, "tables.md"),

@@ -488,7 +488,7 @@ def markdown(cells, meta, fits, n_records) -> str:
          f"warm-up '{cfg['train']['warmup']}' over {cfg['train']['warmup_epochs']} epochs, "
          f"lr {cfg['train']['lr']}, batch {cfg['train']['batch_size']}, λ1 {cfg['train']['l1']}, λ2 {cfg['train']['l2']}.",
          "",
-         "Statistics (see `fpe_ref/report.py`): RI = relative improvement = mean FPE test accuracy / mean dense "
+         "Statistics (see `fpe_ref/experiments/stats.py`): RI = relative improvement = mean FPE test accuracy / mean dense "
          "test accuracy ± 1 SE (delta method); `*` = Welch t-test p < 0.05 (two-sided); FC = fold change of "
          "capacity / mean cosine (signed, as fpe_ref.metrics computes it) / mean |cosine| (unsigned), "
          "FPE over dense, after phase 2. Accuracies are mean ± sd over trials. "

@@ -68,7 +68,7 @@ ARRAYS_FIELD = "_arrays"  # a result's {name: ndarray}, saved to <store dir>/arr
 # numba re-reads NUMBA_NUM_THREADS at every compilation (refusing a value that differs from its
 # running pool), so they are put in the environment only for the instant a worker process is
 # started (``_OneThreadSpawnProcess``), never left in the parent's: there they would also
-# misreport the parent's own BLAS (already loaded) to ``fpe_ref.fast.trainer.blas_threads``.
+# misreport the parent's own BLAS (already loaded) to ``fpe_ref.fast.threads.blas_threads``.
 _THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "NUMBA_NUM_THREADS")
 
@@ -321,7 +321,7 @@ class LineProgress:
             eta = "0:00:00" if not left else "?"
         pct = 100.0 * self.done / self.total if self.total else 100.0
         return (f"[{self.label}] {self.done}/{self.total} runs done ({pct:.0f}%), "
-                f"{self._new} this session, elapsed {self._fmt(el)}, ETA {eta}")
+                f"{self._new} in this process, elapsed {self._fmt(el)}, ETA {eta}")
 
     def start(self):
         self._t0 = time.monotonic()

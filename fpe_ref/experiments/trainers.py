@@ -5,9 +5,8 @@ trainer of :mod:`fpe_ref.fast.trainer` evaluates the same formulas with sums in 
 order, so its runs equal the reference's to rounding, not bit for bit. Each experiment's run
 key therefore names the trainer *and its numerics version* (``"numba-v2"``): a run computed by
 one trainer is never reused as if another had computed it, and a change to a trainer's
-numerics gets a new name. The names differ between experiments because each experiment's
-stored runs were made at different points of the code's history; the names are part of
-the committed run keys and never change.
+numerics gets a new name. The names differ between experiments: each is the name its
+experiment's stored runs carry, and a stored run key never changes.
 
 ``--trainer`` (one option, :mod:`fpe_ref.commands.options`) takes ``auto``, ``numpy`` or
 ``numba``. ``auto`` is the trainer each experiment's committed results were computed with

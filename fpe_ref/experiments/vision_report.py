@@ -51,9 +51,6 @@ def ri_cell(row) -> str:
     return ri_pct(row["ri"], row["ri_se"], row.get("p_welch", 1.0))
 
 
-# the names fpe_ref.commands.reproduce formats its pretrain-timing table with
-_pct, _table = pct, table
-
 
 def tables(summary: dict, variants, n_classes: int | None = None, class_names=None) -> str:
     """All Markdown tables of one sweep (absolute, relative, per parameter, selection, per class)."""

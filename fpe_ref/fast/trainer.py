@@ -87,13 +87,13 @@ def check_backend(backend: str) -> str:
 def numba_unsupported(model, cfg: TrainConfig, optimizer=None):
     """Why the numba backend cannot train ``model`` under ``cfg`` (None when it can)."""
     if model.n_layers != 2:
-        return f"backend='numba' trains one-hidden-layer MLPs [d, h, C]; this model has sizes {model.sizes} (use backend='numpy')"
+        return f"the numba trainer trains one-hidden-layer MLPs [d, h, C]; this model has sizes {model.sizes} (use the numpy trainer)"
     if model.layer_norm:
-        return "backend='numba' has no LayerNorm (use backend='numpy')"
+        return "the numba trainer has no LayerNorm (use the numpy trainer)"
     if cfg.orth:
-        return "backend='numba' has no orthogonality penalty (orth > 0; use backend='numpy')"
+        return "the numba trainer has no orthogonality penalty (orth > 0; use the numpy trainer)"
     if optimizer is not None and type(optimizer) is not Adam:
-        return f"backend='numba' continues only a plain fpe_ref.optim.Adam, got {type(optimizer).__name__} (use backend='numpy')"
+        return f"the numba trainer continues only a plain fpe_ref.optim.Adam, got {type(optimizer).__name__} (use the numpy trainer)"
     return None
 
 

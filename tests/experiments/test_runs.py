@@ -212,8 +212,8 @@ def test_progress_line_counts_and_eta():
     p.update(1)
     p.update(1)
     out = buf.getvalue().splitlines()
-    assert out[0].startswith("[t] 4/10 runs done (40%), 0 this session") and out[0].endswith("ETA ?")
-    assert out[-1].startswith("[t] 6/10 runs done (60%), 2 this session") and "ETA 0:00:00" in out[-1]
+    assert out[0].startswith("[t] 4/10 runs done (40%), 0 in this process") and out[0].endswith("ETA ?")
+    assert out[-1].startswith("[t] 6/10 runs done (60%), 2 in this process") and "ETA 0:00:00" in out[-1]
 
 
 def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():

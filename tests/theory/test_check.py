@@ -1,4 +1,4 @@
-"""The check run of theory.check: its grid, simulations independent of the job count, bad input."""
+"""The check run of fpe_ref.theory.check: its grid, simulations independent of the job count, bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Closed forms of theory.closed_form (Sec. A.5) against brute-force enumeration, exact fractions and
+"""Closed forms of fpe_ref.theory.closed_form (Sec. A.5) against brute-force enumeration, exact fractions and
 the Sec. 3.1 case study's hand-checkable numbers."""
 
 from __future__ import annotations

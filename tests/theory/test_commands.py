@@ -1,4 +1,4 @@
-"""The ``fpe theory`` click group (theory.commands): ``check`` and ``plot`` end to end on --quick settings."""
+"""The ``fpe theory`` click group (fpe_ref.theory.commands): ``check`` and ``plot`` end to end on --quick settings."""
 
 from __future__ import annotations
 

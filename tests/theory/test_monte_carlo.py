@@ -1,4 +1,4 @@
-"""The simulators of theory.monte_carlo: kernels plain vs compiled vs dense NumPy, determinism, the
+"""The simulators of fpe_ref.theory.monte_carlo: kernels plain vs compiled vs dense NumPy, determinism, the
 simulators against the closed forms (Sec. A.5) on fixed seeds, the confidence intervals, bad input."""
 
 from __future__ import annotations
