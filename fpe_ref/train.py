@@ -116,6 +116,25 @@ def train_step(model, opt: Adam, Xb, yb, pen: Penalties, lr: float):
     return loss + pen_loss, logits
 
 
+def train_epoch(model, opt: Adam, X, y, order, batch_size: int, lr: float, pen: Penalties):
+    """One epoch of Alg. A3 (lines 9-19): :func:`train_step` on consecutive batches of ``order``.
+
+    ``order`` is this epoch's permutation of the ``n`` training samples; the last batch may
+    be smaller (a DataLoader with ``drop_last=False``). Returns ``(mean loss incl. penalties
+    over the epoch's samples, accuracy over the batches as they were trained)``.
+    """
+    predict = LOSSES[model.loss_name].predict
+    n = order.shape[0]
+    loss_sum = correct = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        Xb, yb = X[idx], y[idx]
+        loss, logits = train_step(model, opt, Xb, yb, pen, lr)
+        loss_sum += loss * len(idx)
+        correct += float(np.sum(predict(logits) == yb))
+    return loss_sum / n, correct / n
+
+
 def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optimizer=None, on_epoch=None):
     """Train ``model`` in place for ``cfg.epochs`` epochs (one phase of Alg. A3): the reference loop.
 
@@ -146,20 +165,12 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
     X = np.asarray(X, dtype=model.dtype)
     opt = optimizer or Adam(model.params, cfg.lr, cfg.betas, cfg.eps)
     hist = History()
-    n, B = X.shape[0], cfg.batch_size
-    predict = LOSSES[model.loss_name].predict
+    n = X.shape[0]
     for epoch in range(1, cfg.epochs + 1):
         lr, pen = schedule(cfg, epoch)  # Alg. A3 line 8: the warm-up ratio r
-        order = rng.permutation(n)
-        loss_sum = correct = 0.0
-        for start in range(0, n, B):
-            idx = order[start:start + B]
-            Xb, yb = X[idx], y[idx]
-            loss, logits = train_step(model, opt, Xb, yb, pen, lr)
-            loss_sum += loss * len(idx)
-            correct += float(np.sum(predict(logits) == yb))
-        hist.loss.append(loss_sum / n)
-        hist.train_acc.append(correct / n)
+        loss, acc = train_epoch(model, opt, X, y, rng.permutation(n), cfg.batch_size, lr, pen)
+        hist.loss.append(loss)
+        hist.train_acc.append(acc)
         if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             hist.test_epoch.append(epoch)
             hist.test_acc.append(model.accuracy(X_test, y_test))

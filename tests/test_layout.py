@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import ast
 import builtins
+import subprocess
 import symtable
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,24 @@ def test_test_tree_mirrors_the_package(test_file):
     module = folder / (filename.removeprefix("test_"))
     assert module.is_file(), (f"tests/{test_file} names no module: {module.relative_to(ROOT).as_posix()} "
                               f"does not exist")
+
+
+def _fresh_python(code: str) -> str:
+    """Run ``code`` in a new interpreter outside the checkout (only the installed package is found)."""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_importing_the_public_api_loads_numpy_only():
+    loaded = _fresh_python("import sys, fpe_ref; print(sorted({m.split('.')[0] for m in sys.modules} & "
+                           "{'numba', 'click', 'matplotlib', 'scipy', 'torch'}))")
+    assert loaded == "[]", f"import fpe_ref loaded {loaded}"
+
+
+def test_installed_package_adds_no_top_level_cli_or_theory():
+    found = _fresh_python("import importlib.util as u; print([n for n in ('cli', 'theory') if u.find_spec(n)])")
+    assert found == "[]", f"top-level modules {found} are importable outside the checkout"
+    where = _fresh_python("import fpe_ref.theory.closed_form as m, fpe_ref.commands as c; print(callable(c.main))")
+    assert where == "True"

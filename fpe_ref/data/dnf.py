@@ -125,7 +125,9 @@ class DNFData:
     X : ndarray, shape (n, m), float64
         Encoded inputs: ``3 * bits + U[0, 0.5)`` entrywise (A.2.1).
     y : ndarray, shape (n,), float64
-        Labels 0.0 / 1.0; ``y == f(bits)``.
+        Labels 0.0 / 1.0; ``y == f(bits)``. Float, as the binary loss takes its targets
+        (``torch.nn.BCEWithLogitsLoss``); multiclass data (:mod:`fpe_ref.data.classification`)
+        holds int64 class indices, as softmax cross-entropy takes them.
     clauses : ndarray, shape (C, k), int64
         Literal indices of each clause; ``clauses[c] = [c*k, ..., c*k + k - 1]``.
     m : int

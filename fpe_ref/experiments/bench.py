@@ -52,10 +52,9 @@ from fpe_ref.expand import expand
 from fpe_ref.experiments import trainers
 from fpe_ref.fast import kernels as K
 from fpe_ref.fast.trainer import FusedTrainer, train_batched
-from fpe_ref.layers import LOSSES
 from fpe_ref.mlp import MLP
 from fpe_ref.optim import Adam, schedule
-from fpe_ref.train import TrainConfig, train, train_step
+from fpe_ref.train import TrainConfig, train, train_epoch
 
 FORMAT_VERSION = 1
 MODELS = (("boolean", 32, 8, 1), ("boolean", 128, 16, 1), ("embedding", 512, 8, 100), ("embedding", 512, 32, 100),
@@ -184,20 +183,10 @@ def _timed(run_epoch, cfg: BenchConfig, steps):
 
 def _numpy_epoch(model, X, y, tcfg, rng):
     opt = Adam(model.params, tcfg.lr, tcfg.betas, tcfg.eps)
-    n, B = X.shape[0], tcfg.batch_size
-    predict = LOSSES[model.loss_name].predict
     lr, pen = schedule(tcfg, 1)
 
-    def run():  # the body of fpe_ref.train.train's epoch
-        order = rng.permutation(n)
-        loss_sum = correct = 0.0
-        for start in range(0, n, B):
-            idx = order[start:start + B]
-            Xb, yb = X[idx], y[idx]
-            loss, logits = train_step(model, opt, Xb, yb, pen, lr)
-            loss_sum += loss * len(idx)
-            correct += float(np.sum(predict(logits) == yb))
-        return loss_sum / n
+    def run():  # one epoch of fpe_ref.train.train
+        return train_epoch(model, opt, X, y, rng.permutation(X.shape[0]), tcfg.batch_size, lr, pen)[0]
     return run
 
 

@@ -59,3 +59,7 @@ def test_bad_inputs_raise_clear_errors(rng):
         TrainConfig(warmup="cosine")
     with pytest.raises(FPEError, match="batch_size"):
         TrainConfig(batch_size=0)
+    with pytest.raises(FPEError, match="batch_size must be a positive integer, got True"):
+        TrainConfig(batch_size=True)  # a bool is never a count
+    with pytest.raises(FPEError, match="epochs must be a positive integer, got 2.0"):
+        TrainConfig(epochs=2.0)
