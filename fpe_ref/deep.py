@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpe_ref import splits
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.expand import ExpandResult, carry_optimizer, expand
 from fpe_ref.mlp import MLP, Ledger
 from fpe_ref.rng import as_rng
@@ -46,8 +46,7 @@ def alternating_layers(n_layers: int) -> list:
     ``n_layers`` counts weight matrices (a "5-layer MLP" has ``W1..W5``: four hidden layers,
     of which 1 and 3 are split). A single-hidden-layer net gives ``[1]``.
     """
-    if isinstance(n_layers, bool) or not isinstance(n_layers, (int, np.integer)) or n_layers < 2:
-        raise FPEError(f"alternating expansion needs at least one hidden layer (n_layers >= 2), got {n_layers!r}")
+    n_layers = check_int("n_layers", n_layers, 2, what="an integer >= 2 for alternating expansion (n_layers >= 2: one hidden layer at least)")
     return list(range(1, int(n_layers), 2))
 
 

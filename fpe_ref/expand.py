@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpe_ref import splits
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.mlp import MLP, Ledger
 from fpe_ref.optim import Adam
 
@@ -127,8 +127,10 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     if rng is None and not (explicit and tie_key is not None):
         raise FPEError("expand needs a seed or numpy Generator (rng=...) for its split and tie-breaking")
     rng = as_rng(rng) if rng is not None else None
-    if not isinstance(layer, (int, np.integer)) or not 1 <= layer < model.n_layers:
-        raise FPEError(f"layer must be a hidden layer in [1, {model.n_layers - 1}], got {layer!r}")
+    what = f"a hidden layer in [1, {model.n_layers - 1}]"
+    layer = check_int("layer", layer, 1, what=what)
+    if layer >= model.n_layers:
+        raise FPEError(f"layer must be {what}, got {layer}")
     if out_scale not in ("duplicate", "divide"):
         raise FPEError(f"out_scale must be 'duplicate' or 'divide', got {out_scale!r}")
     nW, nb, nN = f"W{layer}", f"b{layer}", f"W{layer + 1}"

@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.rng import as_rng
 from fpe_ref.optim import Adam
 
@@ -57,14 +57,13 @@ class RewireSchedule:
     end: int | None = None  # last step at which an event may happen; None = no end (needed for "cosine")
 
     def __post_init__(self):
-        if isinstance(self.every, bool) or not isinstance(self.every, (int, np.integer)) or self.every < 1:
-            raise FPEError(f"rewire every must be a positive number of steps, got {self.every!r}")
+        check_int("rewire every", self.every, 1, what="a positive number of steps")
         if not (isinstance(self.fraction, (int, float, np.floating)) and 0.0 <= self.fraction <= 1.0):
             raise FPEError(f"rewire fraction must be in [0, 1], got {self.fraction!r}")
         if self.decay not in DECAYS:
             raise FPEError(f"rewire decay must be one of {DECAYS}, got {self.decay!r}")
-        if self.end is not None and (isinstance(self.end, bool) or not isinstance(self.end, (int, np.integer)) or self.end < 1):
-            raise FPEError(f"rewire end must be a positive step count or None, got {self.end!r}")
+        if self.end is not None:
+            check_int("rewire end", self.end, 1, what="a positive step count or None")
         if self.decay == "cosine" and self.end is None:
             raise FPEError("the cosine rewiring schedule needs an end step (end=...)")
 

@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 
 
 def as_rng(seed_or_rng) -> np.random.Generator:
@@ -38,7 +38,6 @@ def stream(seed: int, *names) -> np.random.Generator:
     always give the same stream. Names are hashed (crc32) into the SeedSequence's
     ``spawn_key``, so the mapping is stable across Python processes.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise FPEError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_int("seed", seed, 0, what="a non-negative integer")
     key = tuple(zlib.crc32(str(n).encode()) for n in names)
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))

@@ -27,20 +27,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.rng import as_rng
 
 
 def check_alpha(alpha, fan_in: int) -> int:
     """Validate an expansion factor: an integer >= 2 and <= the fan-in. Returns it as int."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, np.integer)):
-        if isinstance(alpha, float) and alpha.is_integer():
-            alpha = int(alpha)
-        else:
-            raise FPEError(f"alpha must be an integer >= 2, got {alpha!r}")
-    alpha = int(alpha)
-    if alpha < 2:
-        raise FPEError(f"alpha must be an integer >= 2, got {alpha}")
+    alpha = check_int("alpha", alpha, 2, integral_float=True)
     if alpha > fan_in:
         raise FPEError(f"alpha={alpha} is larger than the fan-in d={fan_in}: a child would get no inputs")
     return alpha
@@ -200,8 +193,7 @@ def gram_groups(W, n_clusters: int = 16, linkage: str = "ward") -> list:
         raise FPEError("gram_groups: the weight matrix contains NaN or inf")
     if linkage not in GRAM_LINKAGES:
         raise FPEError(f"linkage must be one of {GRAM_LINKAGES}, got {linkage!r}")
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
-        raise FPEError(f"n_clusters must be a positive integer, got {n_clusters!r}")
+    n_clusters = check_int("n_clusters", n_clusters, 1, what="a positive integer")
     d = W.shape[1]
     k = min(int(n_clusters), d)
     if k == d:

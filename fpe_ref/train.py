@@ -28,6 +28,7 @@ the sample standard deviation (ddof = 1) over trials, which do not.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -63,7 +64,7 @@ class TrainConfig:
             check_int(name, getattr(self, name), 0 if name == "epochs" else 1, what="a positive integer")
         for name in ("lr", "l1", "l2", "orth", "eps"):
             v = getattr(self, name)
-            if not np.isfinite(v) or v < 0:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
                 raise FPEError(f"{name} must be a finite number >= 0, got {v!r}")
 
     @property

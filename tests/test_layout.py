@@ -29,7 +29,7 @@ TESTS = ROOT / "tests"
 # Source folder -> the package name it installs as (pyproject.toml's package-dir).
 SOURCES = {ROOT / "fpe_ref": "fpe_ref", ROOT / "theory": "fpe_ref.theory"}
 
-SUBPACKAGES = ("data", "fast", "parity", "experiments", "commands", "theory")
+SUBPACKAGES = ("data", "fast", "parity", "experiments", "commands", "theory", "interop")
 
 # Layer -> the layers its modules may import (its own included).
 ALLOWED = {
@@ -40,6 +40,7 @@ ALLOWED = {
     "experiments": {"experiments", "fast", "parity", "core", "data"},
     "commands": {"commands", "experiments", "fast", "parity", "core", "data", "theory"},
     "theory": {"theory", "core", "data"},
+    "interop": {"interop", "core", "data"},  # adapters to other frameworks; no other layer imports them
 }
 # (importing module, imported module) pairs allowed across the layers: the theory commands
 # take the shared options of the `fpe` group.
@@ -55,6 +56,7 @@ TEST_AREAS = {
     "experiments": ROOT / "fpe_ref" / "experiments",
     "parity": ROOT / "fpe_ref" / "parity",
     "theory": ROOT / "theory",
+    "interop": ROOT / "fpe_ref" / "interop",
 }
 
 # Names Python binds in every module's namespace before its first line runs.

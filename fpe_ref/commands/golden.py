@@ -45,23 +45,34 @@ def export_cmd(out_dir, force):
 
 @golden.command("check")
 @click.argument("bundle_dir", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--impl", type=click.Choice(["numpy", "torch"]), required=True,
+@click.option("--impl", required=True, metavar="numpy|torch|MODULE:CALLABLE|FILE.py:CALLABLE",
               help="numpy: fpe-ref's own code (exact on the exporting platform). "
-                   "torch: the independent PyTorch implementation (extra 'torch').")
+                   "torch: the independent PyTorch implementation (extra 'torch'). "
+                   "MODULE:CALLABLE or path/to/file.py:CALLABLE: your own implementation, called as "
+                   "CALLABLE(config, inputs, dtype, device) once per case and returning a dict of tensors; "
+                   "it raises NotImplementedError for a case it does not implement (docs/golden.md, section 8).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the torch implementation runs.")
+              help="Where the implementation runs (torch, or passed to your callable).")
 @opt.dtype("float64", note="of the checked implementation; its tolerances are in the manifest")
 @click.option("--only", default=None, help="Check only the tensors whose name contains this text.")
 def check_cmd(bundle_dir, impl, device, dtype, only):
     """Recompute every expected tensor of the bundle in DIR from its stored inputs and compare.
 
-    Prints the max absolute and relative error of every tensor (relative to the tensor's
-    largest magnitude) and exits with status 1 if any tensor is outside its tolerance.
+    Verifies every stored tensor's shape and SHA-256 first, then prints the max absolute and
+    relative error of every tensor (relative to the tensor's largest magnitude), ok, FAIL or
+    NOT IMPLEMENTED.
+
+    \b
+    Exit status:
+      0  every checked tensor is within its tolerance
+      1  some tensor fails (whether or not others are not implemented)
+      3  no tensor fails, but the implementation does not implement some cases
+      2  bad input: no bundle in DIR, an --impl that cannot be loaded, no CUDA device
     """
     from fpe_ref.parity.golden import check_bundle
 
     report = check_bundle(bundle_dir, impl=impl, device=device, dtype=dtype, only=only)
     for line in report.lines():
         click.echo(line)
-    if report.failed:
-        sys.exit(1)
+    if report.exit_status:
+        sys.exit(report.exit_status)

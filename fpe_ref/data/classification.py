@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -68,11 +68,7 @@ class ClassificationData:
     source: str = ""
 
     def __post_init__(self):
-        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, (int, np.integer)):
-            raise FPEError(f"n_classes must be a positive integer, got {self.n_classes!r}")
-        if self.n_classes < 1:
-            raise FPEError(f"n_classes must be a positive integer, got {self.n_classes}")
-        object.__setattr__(self, "n_classes", int(self.n_classes))
+        object.__setattr__(self, "n_classes", check_int("n_classes", self.n_classes, 1, what="a positive integer"))
         for split in ("train", "test"):
             X = getattr(self, f"X_{split}")
             y = getattr(self, f"y_{split}")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.data.classification import ClassificationData, check_finite, check_float_dtype
 
 KEYS = ("X_train", "y_train", "X_test", "y_test")
@@ -50,11 +50,7 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 def _check_n_classes(n_classes) -> int | None:
     if n_classes is None:
         return None
-    if isinstance(n_classes, float) and n_classes.is_integer():
-        n_classes = int(n_classes)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
-        raise FPEError(f"n_classes must be a positive integer, got {n_classes!r}")
-    return int(n_classes)
+    return check_int("n_classes", n_classes, 1, what="a positive integer", integral_float=True)
 
 
 def _refuse(name: str, src: str, e: Exception) -> FPEError:

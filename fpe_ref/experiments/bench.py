@@ -54,6 +54,7 @@ from fpe_ref.fast import kernels as K
 from fpe_ref.fast.trainer import FusedTrainer, train_batched
 from fpe_ref.mlp import MLP
 from fpe_ref.optim import Adam, schedule
+from fpe_ref.rng import as_rng
 from fpe_ref.train import TrainConfig, train, train_epoch
 
 FORMAT_VERSION = 1
@@ -155,6 +156,7 @@ class _ThreadLimits:
 # ----------------------------------------------------------------------------- data and models
 def bench_data(d, C, n, dtype, rng):
     """Gaussian inputs and uniform labels: the cost of a step does not depend on the data."""
+    rng = as_rng(rng)  # an int seed or a Generator
     X = rng.standard_normal((n, d)).astype(dtype)
     y = rng.integers(0, max(2, C), n)
     return X, y

@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fpe_ref.deep import expand_alternating
-from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.errors import FPEError, check_int, check_positive_ints
 from fpe_ref.metrics import mean_cosine
 from fpe_ref.mlp import MLP
 from fpe_ref.rewire import RewireSchedule, RewiringAdam
@@ -172,8 +172,7 @@ def parse_variant(v: str, alpha: int):
             alpha = int(a)
         except ValueError:
             raise FPEError(f"variant {v!r}: alpha after @ must be an integer") from None
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, np.integer)) or alpha < 2:
-        raise FPEError(f"variant {v!r}: alpha must be an integer >= 2, got {alpha!r}")
+    alpha = check_int(f"variant {v!r}: alpha", alpha, 2)
     return name, int(alpha)
 
 

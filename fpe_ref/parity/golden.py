@@ -32,16 +32,62 @@ Tolerance rule, per expected tensor ``ref`` and computed ``x`` (both compared in
 
 i.e. the error is relative to the tensor's largest magnitude, not element by element (a
 gradient entry that is 0 up to cancellation has no meaningful elementwise relative error).
-Masks and pruned positions are exact (tol 0) in every dtype.
+Masks and pruned positions are exact (tol 0) in every dtype. A reference whose largest
+magnitude is 0 (all zeros, or no elements) must be reproduced exactly: ``max_rel`` is 0 when
+``x`` is exactly 0 too and inf otherwise. NaN in a reference (the mean cosine of fewer than
+two non-zero rows) is matched only by NaN at the same positions; NaN anywhere else fails.
+
+Checking any implementation
+---------------------------
+``check --impl MODULE:CALLABLE`` (an importable module, as ``import MODULE`` finds it from
+the current directory) or ``--impl path/to/file.py:CALLABLE`` (a file, imported with its
+directory on ``sys.path``); ``CALLABLE`` may be dotted (``module:Class.method``). It is
+called once per case, after the bundle's shapes and SHA-256 checksums have been verified
+(a case with a corrupted input is never passed to it)::
+
+    outputs = impl(config, inputs, dtype, device)
+
+``config``
+    a copy of the case's configuration, ``manifest["cases"][name]``: ``config["section"]``
+    is ``"forward"``, ``"expand"``, ``"adam"`` or ``"metrics"``, the other fields are the
+    section's (docs/golden.md, sections 3 to 6).
+``inputs``
+    ``{tensor name: numpy.ndarray}``, the case's ``input`` tensors without the
+    ``<section>/<case>/`` prefix, as stored: float64, C order, fresh copies.
+``dtype``
+    ``"float64"`` or ``"float32"`` (``--dtype``): the precision to compute in. The inputs
+    stay float64; the implementation casts them (the tie key is compared, never computed
+    with: keep it float64).
+``device``
+    ``"cpu"`` or ``"cuda"`` (``--device``), passed through for the implementation to use.
+
+It returns a mapping ``{tensor name: array-like}`` holding the case's ``expected`` tensors,
+named as in the bundle without the prefix (``act/a1``, ``grad/W1``, ``mask/W2``, ...; the
+names of each section are in docs/golden.md), each anything ``numpy.asarray`` turns into a
+float64 array of the expected shape (a torch tensor: ``t.detach().cpu()``). A name it
+leaves out fails ("not computed"); names it adds are ignored.
+
+**Not implemented**: a case the implementation does not support raises
+``NotImplementedError`` (typically for a whole section: ``if config["section"] == "adam":
+raise NotImplementedError``); its tensors are reported ``NOT IMPLEMENTED``, apart from the
+failures. Any other exception fails every tensor of the case, naming the exception.
+:attr:`CheckReport.exit_status` (the exit status of ``fpe golden check``) is 0 when every
+checked tensor passes, 1 when any fails, 3 when none fails but some are not implemented
+(2 is bad input: a missing bundle, an ``--impl`` that cannot be loaded).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
+import sys
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +134,19 @@ TOL_FLOAT32 = {
 # Adam case hyper-parameters: larger than A.3.1's so that every penalty visibly moves the weights.
 ADAM_HPARAMS = {"lr": 1e-2, "betas": [0.9, 0.999], "eps": 1e-8, "l1": 1e-3, "l2": 1e-3, "orth": 1e-2, "steps": 20,
                 "batch_size": 16}
+
+# Memory-order tie-breaking each expand case's tie key is drawn to defeat (docs/golden.md,
+# section 4). At the prune cut-off of every expand case a group of tied copies of one
+# W_{l+1} entry is split: some copies pruned, some kept. "memory" prunes the first copies in
+# candidate (memory) order, as a stable sort by |w| alone does; "reversed" the last ones.
+# With two tied copies (alpha 2) a key can disagree with only one of these, so each alpha-2
+# case defeats one and the alpha-3 case both: either order fails two of the three cases.
+TIE_ORDERS = ("memory", "reversed")
+TIE_DEFEATS = {
+    "expand/h1_xent_alpha2": ("memory",),
+    "expand/h1_bce_alpha3": ("memory", "reversed"),
+    "expand/h3_xent_ln_layer2_masked": ("reversed",),
+}
 
 
 # ================================================================ the canonical cases
@@ -234,7 +293,12 @@ def build_inputs(case: Case) -> dict:
         out = {f"parent/{k}": v for k, v in model.params.items()}
         out.update({f"parent_mask/{k}": v.astype(np.float64) for k, v in model.masks.items()})
         out["split"] = S.astype(np.float64)
-        out["tie_key"] = rng.random(n_candidates)
+        for _ in range(1000):  # a key that orders the cut-off's tied copies unlike memory order (TIE_DEFEATS)
+            out["tie_key"] = rng.random(n_candidates)
+            if tie_key_problem(case.name, cfg, out) is None:
+                break
+        else:  # pragma: no cover
+            raise AssertionError(f"{case.name}: {tie_key_problem(case.name, cfg, out)}")
         return out
     if case.section == "adam":
         sizes = cfg["parent_sizes"]
@@ -376,6 +440,57 @@ def compute_numpy(case_cfg: dict, inputs: dict, dtype="float64") -> dict:
     return out
 
 
+# ================================================================ tie keys against memory order
+def memory_order_keys(n: int) -> dict:
+    """Tie keys that reproduce tie-breaking by memory order, ``{order: (n,) key}``.
+
+    ``lexsort((key, |w|))`` with ``key = 0, 1, ..., n-1`` orders tied candidates as they lie
+    in memory (row-major ``W_l'`` then ``W_{l+1}'``), exactly as a stable sort by ``|w|``
+    alone does; ``n, n-1, ..., 1`` orders them the other way round.
+    """
+    return {"memory": np.arange(n, dtype=np.float64), "reversed": np.arange(n, 0, -1, dtype=np.float64)}
+
+
+def _expand_masks(case_cfg, inputs, key) -> dict:
+    out = compute_numpy(case_cfg, {**inputs, "tie_key": key})
+    return {k: v for k, v in out.items() if k.startswith("mask/")}
+
+
+def tie_orders_defeated(case_cfg: dict, inputs: dict) -> tuple:
+    """The orders of :data:`TIE_ORDERS` whose tie-breaking prunes other weights than the stored key.
+
+    An implementation that breaks the ties of Alg. A1's ranking by such an order instead of
+    by ``inputs["tie_key"]`` fails the case exactly when its order is in the result.
+    """
+    ref = _expand_masks(case_cfg, inputs, inputs["tie_key"])
+    defeated = []
+    for order, key in memory_order_keys(len(inputs["tie_key"])).items():
+        other = _expand_masks(case_cfg, inputs, key)
+        if any(not np.array_equal(other[k], ref[k]) for k in ref):
+            defeated.append(order)
+    return tuple(defeated)
+
+
+def tie_key_problem(case_name: str, case_cfg: dict, inputs: dict):
+    """Why the expand case's stored tie key would let an implementation ignore it, or None.
+
+    The key must defeat the memory orders :data:`TIE_DEFEATS` names for the case (both
+    where the case has no entry), and the key rounded to float32 must prune the same weights
+    (float32 keeps 24 of the key's 53 bits; rounding never reverses two keys but can make
+    two of them equal).
+    """
+    missed = [o for o in TIE_DEFEATS.get(case_name, TIE_ORDERS) if o not in tie_orders_defeated(case_cfg, inputs)]
+    if missed:
+        return (f"at the prune cut-off the tie key prunes the same copies as tie-breaking by {missed[0]} "
+                "memory order, so the bundle would not catch an implementation that ignores the key")
+    key = np.asarray(inputs["tie_key"], dtype=np.float64)
+    ref = _expand_masks(case_cfg, inputs, key)
+    low = _expand_masks(case_cfg, inputs, key.astype(np.float32).astype(np.float64))
+    if any(not np.array_equal(low[k], ref[k]) for k in ref):
+        return "the tie key rounded to float32 prunes other weights than the float64 key"
+    return None
+
+
 # ================================================================ platform fingerprint
 def _openblas_core() -> str:
     """The OpenBLAS kernel family in use (e.g. "Haswell"), or "unknown" (Linux only; no extra deps)."""
@@ -473,6 +588,10 @@ def export_bundle(out_dir, *, force=False) -> dict:
         clash = set(inputs) & set(expected)
         if clash:  # pragma: no cover - a naming bug in this module
             raise AssertionError(f"{case.name}: input and expected tensors share names {sorted(clash)}")
+        if case.section == "expand":
+            problem = tie_key_problem(case.name, case.config, inputs)
+            if problem:
+                raise FPEError(f"{case.name}: {problem}")
         cases[case.name] = {**case.config, "seed_stream": [SEED, "golden", case.name]}
         for role, group in (("input", inputs), ("expected", expected)):
             for k in sorted(group):
@@ -560,9 +679,13 @@ def _check_manifest(manifest: dict, mpath) -> None:
 
 
 # ================================================================ check
+NOT_IMPLEMENTED = "NOT IMPLEMENTED"
+EXIT_PASSED, EXIT_FAILED, EXIT_NOT_IMPLEMENTED = 0, 1, 3  # exit statuses of ``fpe golden check``
+
+
 @dataclass
 class Row:
-    """One compared tensor."""
+    """One compared tensor; ``implemented=False``: the implementation raised NotImplementedError for its case."""
 
     name: str
     shape: tuple
@@ -571,6 +694,11 @@ class Row:
     tol: float
     ok: bool
     note: str = ""
+    implemented: bool = True
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else ("FAIL" if self.implemented else NOT_IMPLEMENTED)
 
 
 @dataclass
@@ -582,7 +710,19 @@ class CheckReport:
 
     @property
     def failed(self) -> list:
-        return [r for r in self.rows if not r.ok]
+        """Rows of computed tensors outside their tolerance (not-implemented rows are not failures)."""
+        return [r for r in self.rows if not r.ok and r.implemented]
+
+    @property
+    def not_implemented(self) -> list:
+        return [r for r in self.rows if not r.implemented]
+
+    @property
+    def exit_status(self) -> int:
+        """0: every checked tensor passes; 1: some tensor fails; 3: none fails, some are not implemented."""
+        if self.failed:
+            return EXIT_FAILED
+        return EXIT_NOT_IMPLEMENTED if self.not_implemented else EXIT_PASSED
 
     def lines(self):
         yield self.header
@@ -590,48 +730,140 @@ class CheckReport:
         yield f"{'tensor'.ljust(w)}  {'shape':<14} {'max_abs_err':>11} {'max_rel_err':>11} {'tol':>7}  status"
         for r in self.rows:
             shape = "x".join(map(str, r.shape)) or "scalar"
-            status = "ok" if r.ok else "FAIL"
             note = f"  {r.note}" if r.note else ""
             yield (f"{r.name.ljust(w)}  {shape:<14} {r.max_abs:11.3e} {r.max_rel:11.3e} {r.tol:7.0e}  "
-                   f"{status}{note}")
+                   f"{r.status}{note}")
         kinds = {}
         for r in self.rows:  # worst error per (section, kind of tensor), the numbers docs/golden.md quotes
             parts = r.name.split("/")
             kinds.setdefault(f"{parts[0]}/*/{parts[2]}", []).append(r)
         yield "worst per kind of tensor:"
         for kind, rs in kinds.items():
-            wr = max(rs, key=lambda r: (np.nan_to_num(r.max_rel, nan=np.inf), r.name))
+            done = [r for r in rs if r.implemented]
+            if not done:
+                yield f"  {kind:<24} {len(rs):>4} tensors  {NOT_IMPLEMENTED}"
+                continue
+            wr = max(done, key=lambda r: (np.nan_to_num(r.max_rel, nan=np.inf), r.name))
             yield (f"  {kind:<24} {len(rs):>4} tensors  max_rel_err {wr.max_rel:.3e}  max_abs_err {wr.max_abs:.3e}  "
                    f"tol {wr.tol:.0e}  ({wr.name})")
-        n, k = len(self.rows), len(self.failed)
-        worst = max(self.rows, key=lambda r: r.max_rel, default=None)
+        absent = self.not_implemented
+        done = [r for r in self.rows if r.implemented]
+        n, k = len(done), len(self.failed)
+        what = "tensors" if not absent else "implemented tensors"
+        if absent:
+            cases = list(dict.fromkeys("/".join(r.name.split("/")[:2]) for r in absent))  # <section>/<case>
+            yield (f"{NOT_IMPLEMENTED}: {len(absent)} of {len(self.rows)} tensors, in {len(cases)} cases: "
+                   + ", ".join(cases[:10]) + (" ..." if len(cases) > 10 else ""))
+        worst = max(done, key=lambda r: r.max_rel, default=None)
         tail = f"; worst relative error {worst.max_rel:.3e} ({worst.name})" if worst else ""
         if k:
             names = ", ".join(r.name for r in self.failed[:10]) + (" ..." if k > 10 else "")
-            yield f"FAILED: {k} of {n} tensors: {names}"
+            yield f"FAILED: {k} of {n} {what}: {names}"
         else:
-            yield f"passed: {n} of {n} tensors within tolerance{tail}"
+            yield f"passed: {n} of {n} {what} within tolerance{tail}"
 
 
 def _compare(name, x, ref, tol) -> Row:
+    """One row: ``max_rel = max|x - ref| / max|ref|`` over the finite entries of ``ref``.
+
+    A reference of largest magnitude 0 (all zeros, or no elements) gives ``max_rel = 0`` if
+    ``x`` is exactly 0 as well and ``inf`` otherwise. NaN entries of the reference (an
+    undefined value, such as the mean cosine of fewer than two non-zero rows) must be NaN in
+    ``x`` too; NaN or inf anywhere else fails.
+    """
     ref = np.asarray(ref, dtype=np.float64)
     if x is None:
         return Row(name, ref.shape, float("nan"), float("nan"), tol, False, "not computed by the implementation")
-    x = np.asarray(x, dtype=np.float64)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - whatever the implementation returned
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        return Row(name, ref.shape, float("nan"), float("nan"), tol, False,
+                   f"returned a {type(x).__name__} that is not a float64 array ({type(exc).__name__}: {msg})")
     if x.shape != ref.shape:
         return Row(name, ref.shape, float("nan"), float("nan"), tol, False, f"shape {x.shape} != expected {ref.shape}")
+    undefined = np.isnan(ref)
+    if not np.array_equal(np.isnan(x), undefined):
+        return Row(name, ref.shape, float("nan"), float("nan"), tol, False,
+                   "NaN where the reference is not NaN" if np.any(np.isnan(x) & ~undefined)
+                   else "a number where the reference is NaN (undefined)")
+    x, ref = x[~undefined], ref[~undefined]
     if not np.all(np.isfinite(x)):
-        return Row(name, ref.shape, float("nan"), float("nan"), tol, False, "NaN or inf")
+        return Row(name, undefined.shape, float("nan"), float("nan"), tol, False, "NaN or inf")
     max_abs = float(np.max(np.abs(x - ref))) if ref.size else 0.0
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    return Row(name, ref.shape, max_abs, max_rel, tol, max_rel <= tol)
+    return Row(name, undefined.shape, max_abs, max_rel, tol, max_rel <= tol)
+
+
+IMPL_FORMS = "numpy, torch, MODULE:CALLABLE or path/to/file.py:CALLABLE"
+
+
+def _first_line(exc) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def load_implementation(spec: str):
+    """The callable ``--impl MODULE:CALLABLE`` or ``--impl path/to/file.py:CALLABLE`` names.
+
+    ``MODULE`` is imported as ``python -m`` would from the current directory (which is put on
+    ``sys.path`` if it is not there); ``path/to/file.py`` is imported as a module with its own
+    directory on ``sys.path``, so it can import the files beside it. ``CALLABLE`` may be a
+    dotted attribute path (``Class.method``). FPEError (one line) if the module cannot be
+    imported, has no such attribute, or the attribute is not callable. The contract of the
+    callable is in this module's docstring.
+    """
+    where, colon, attr = str(spec).rpartition(":")
+    if not colon or not where or not attr or any(not part.isidentifier() for part in attr.split(".")):
+        raise FPEError(f"--impl must be one of {IMPL_FORMS}, got {spec!r}")
+    if where.endswith(".py") or "/" in where or os.sep in where:
+        path = os.path.abspath(where)
+        if not os.path.isfile(path):
+            raise FPEError(f"--impl {spec}: file {where} not found")
+        stem = "".join(c if c.isalnum() else "_" for c in os.path.splitext(os.path.basename(path))[0])
+        mod_name = f"fpe_golden_impl_{stem}_{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+        folder = os.path.dirname(path)
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+        try:
+            spec_ = importlib.util.spec_from_file_location(mod_name, path)
+            module = importlib.util.module_from_spec(spec_)
+            sys.modules[mod_name] = module
+            spec_.loader.exec_module(module)
+        except BaseException as exc:  # noqa: BLE001 - any failure of the user's file, SystemExit included
+            sys.modules.pop(mod_name, None)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise FPEError(f"--impl {spec}: importing {where} raised {_first_line(exc)}") from exc
+        label = where
+    else:
+        if not all(part.isidentifier() for part in where.split(".")):
+            raise FPEError(f"--impl must be one of {IMPL_FORMS}, got {spec!r}")
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(where)
+        except BaseException as exc:  # noqa: BLE001 - any failure of the user's module, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise FPEError(f"--impl {spec}: cannot import module {where} ({_first_line(exc)})") from exc
+        label = f"module {where}"
+    fn = module
+    for part in attr.split("."):
+        try:
+            fn = getattr(fn, part)
+        except AttributeError:
+            raise FPEError(f"--impl {spec}: {label} has no attribute {attr!r}") from None
+    if not callable(fn):
+        raise FPEError(f"--impl {spec}: {attr} in {label} is a {type(fn).__name__}, not callable")
+    return fn
 
 
 def _implementation(impl, device, dtype):
     """``compute(case_cfg, inputs) -> outputs`` and a description, for the chosen implementation."""
-    if impl not in IMPLS:
-        raise FPEError(f"--impl must be one of {IMPLS}, got {impl!r}")
+    if not isinstance(impl, str) or (impl not in IMPLS and ":" not in impl):
+        raise FPEError(f"--impl must be one of {IMPL_FORMS}, got {impl!r}")
     if device not in DEVICES:
         raise FPEError(f"--device must be one of {DEVICES}, got {device!r}")
     if dtype not in DTYPES:
@@ -640,24 +872,57 @@ def _implementation(impl, device, dtype):
         if device != "cpu":
             raise FPEError("--impl numpy runs on the CPU only; use --impl torch --device cuda for a GPU")
         return (lambda cfg, inputs: compute_numpy(cfg, inputs, dtype)), f"numpy {np.__version__} (fpe-ref's own code)"
-    try:
-        from fpe_ref.parity import torch_ref
-    except ImportError as exc:
-        raise FPEError(f"--impl torch needs PyTorch ({exc}); install the extra: pip install 'fpe-ref[torch]'") from exc
-    dev = torch_ref.resolve_device(device)
-    return (lambda cfg, inputs: torch_ref.compute(cfg, inputs, dev, dtype)), torch_ref.describe(dev)
+    if impl == "torch":
+        try:
+            from fpe_ref.parity import torch_ref
+        except ImportError as exc:
+            raise FPEError(f"--impl torch needs PyTorch ({exc}); install the extra: pip install 'fpe-ref[torch]'") from exc
+        dev = torch_ref.resolve_device(device)
+        return (lambda cfg, inputs: torch_ref.compute(cfg, inputs, dev, dtype)), torch_ref.describe(dev)
+    fn = load_implementation(impl)
+
+    def compute(cfg, inputs):  # fresh copies: the implementation cannot alter the bundle it is checked against
+        fresh = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
+        out = fn(copy.deepcopy(cfg), fresh, dtype, device)
+        if not isinstance(out, Mapping):
+            raise TypeError(f"returned a {type(out).__name__}, not a dict of tensors")
+        return out
+
+    return compute, f"{impl} (plugin)"
+
+
+def _corrupted(tensors: dict, arrays: dict) -> dict:
+    """``{tensor: why}`` for every stored tensor whose shape or SHA-256 differs from the manifest."""
+    bad = {}
+    for name, entry in tensors.items():
+        a = arrays[name]
+        if list(a.shape) != entry["shape"]:
+            bad[name] = f"shape {list(a.shape)} differs from the manifest's {entry['shape']}"
+        elif _sha256(a) != entry["sha256"]:
+            bad[name] = "differs from the manifest's SHA-256"
+    return bad
 
 
 def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=None) -> CheckReport:
     """Recompute every expected tensor of the bundle from its stored inputs and compare.
 
+    ``impl`` is ``"numpy"``, ``"torch"``, or ``"MODULE:CALLABLE"`` / ``"path/to/file.py:CALLABLE"``
+    (:func:`load_implementation`; the callable's contract is in this module's docstring).
     ``impl="numpy"`` in float64 must match exactly (tolerance 0) on the platform that wrote
     the bundle (:func:`platform_fingerprint`; elsewhere the float64 tolerances apply and the
     header says why); otherwise each tensor's manifest tolerance for ``dtype`` applies.
-    ``only`` restricts the check to tensors whose name contains that substring. Stored
-    tensors whose SHA-256 differs from the manifest (a corrupted bundle) fail, named.
+    ``only`` restricts the check to tensors whose name contains that substring.
+
+    Every stored tensor's shape and SHA-256 are verified against the manifest before any
+    implementation is called: a corrupted expected tensor fails, named; a case with a
+    corrupted input is not passed to the implementation and all its tensors fail.
     """
     manifest, arrays = load_bundle(bundle_dir)
+    tensors = manifest["tensors"]
+    for full in tensors:
+        if full not in arrays:
+            raise FPEError(f"{bundle_dir}: tensor {full} is in the manifest but not in {NPZ_NAME}")
+    corrupted = _corrupted(tensors, arrays)
     compute, desc = _implementation(impl, device, dtype)
     exact = impl == "numpy" and dtype == "float64"
     platform_note = ""
@@ -669,40 +934,41 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
             platform_note = ("; bundle written on another platform (" + ", ".join(diff) +
                              "), so exact equality is not promised: using the float64 tolerances")
     rows = []
-    tensors = manifest["tensors"]
-    for full, entry in tensors.items():
-        if full not in arrays:
-            raise FPEError(f"{bundle_dir}: tensor {full} is in the manifest but not in {NPZ_NAME}")
     for case_name, cfg in manifest["cases"].items():
         prefix = f"{case_name}/"
         names = [k for k in tensors if k.startswith(prefix)]
         wanted = [k for k in names if tensors[k]["role"] == "expected" and (only is None or only in k)]
         if not wanted:
             continue
-        bad_input = [k for k in names if tensors[k]["role"] == "input"
-                     and (list(arrays[k].shape) != tensors[k]["shape"] or _sha256(arrays[k]) != tensors[k]["sha256"])]
+        bad_input = [k for k in names if tensors[k]["role"] == "input" and k in corrupted]
         inputs = {k[len(prefix):]: arrays[k] for k in names if tensors[k]["role"] == "input"}
-        failure = None
+        failure, implemented = None, True
         if bad_input:  # never feed a corrupted input (NaN, wrong shape) to an implementation
             got = {}
         else:
             try:
                 got = compute(cfg, inputs)
+            except NotImplementedError as exc:
+                got, implemented, failure = {}, False, str(exc).splitlines()[0] if str(exc) else ""
             except Exception as exc:  # noqa: BLE001 - any failure of the checked implementation is a FAIL row
-                got, failure = {}, f"the implementation raised {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                got, failure = {}, f"the implementation raised {type(exc).__name__}: " + \
+                    (str(exc).splitlines()[0] if str(exc) else "")
         for k in wanted:
             tol = 0.0 if exact else float(tensors[k]["tol"][dtype])
             row = _compare(k, got.get(k[len(prefix):]), arrays[k], tol)
-            if _sha256(arrays[k]) != tensors[k]["sha256"]:
+            if k in corrupted:
                 row.ok = False
                 row.note = ((row.note + "; ") if row.note else "") + \
-                    "stored tensor differs from the manifest's SHA-256 (corrupted bundle)"
+                    f"stored tensor {corrupted[k]} (corrupted bundle)"
             if bad_input:
                 row.ok = False
-                row.note = f"corrupted input {bad_input[0]} (SHA-256 or shape differs from the manifest): not computed"
+                row.note = (f"corrupted input {bad_input[0]} (SHA-256 or shape differs from the manifest): "
+                            "not computed")
+            elif not implemented:  # a corrupted tensor fails even where its case is not implemented
+                row.ok, row.implemented = False, k in corrupted
+                row.note = row.note if k in corrupted else failure
             elif failure:
-                sha = "; stored tensor differs from the manifest's SHA-256 (corrupted bundle)" \
-                    if "SHA-256" in row.note else ""
+                sha = f"; stored tensor {corrupted[k]} (corrupted bundle)" if k in corrupted else ""
                 row.note = failure + sha
             rows.append(row)
     if not rows:

@@ -313,6 +313,18 @@ def test_numpy_backend_is_the_reference_loop():
             assert np.array_equal(m1.params[k], m2.params[k])
 
 
+def test_an_int_seed_shuffles_as_default_rng():
+    models, _ = mixed_models()
+    X, y = boolean_data(100)
+    cfg = TrainConfig(epochs=2, batch_size=50)
+    a, b = [models[0].copy()], [models[0].copy()]
+    ha = train_batched(a, X, y, cfg, [5])[0][1]
+    hb = train_batched(b, X, y, cfg, [np.random.default_rng(5)])[0][1]
+    assert ha.loss == hb.loss
+    for k in a[0].params:
+        assert np.array_equal(a[0].params[k], b[0].params[k]), k
+
+
 def test_bad_arguments():
     models, _ = mixed_models()
     X, y = boolean_data(100)
@@ -330,8 +342,10 @@ def test_bad_arguments():
         train_batched(models[:1], X, y, cfg, [r], storage="csr")
     with pytest.raises(FPEError, match="inputs have shape"):
         train_batched(models[:1], X[:, :5], y, cfg, [r])
-    with pytest.raises(FPEError, match=r"rngs\[1\] is int"):
-        train_batched(models[:2], X, y, cfg, [r, 5])
+    with pytest.raises(FPEError, match=r"rngs\[1\] is str"):
+        train_batched(models[:2], X, y, cfg, [r, "5"])
+    with pytest.raises(FPEError, match=r"rngs\[1\] is float"):
+        train_batched(models[:2], X, y, cfg, [r, 5.0])
     broken = models[0].copy()
     broken.params["b1"][0] = np.nan
     with pytest.raises(FPEError, match="model 0: parameter b1 contains NaN or inf before training"):
