@@ -146,7 +146,7 @@ def test_hidden_backend_alias_gives_the_same_call_as_trainer(monkeypatch, tmp_pa
                                                              backend):
     cfg_t, kw_t = _case_study_call(monkeypatch, tmp_path, trainer_args)
     cfg_b, kw_b = _case_study_call(monkeypatch, tmp_path, backend_args)
-    assert kw_t["backend"] == kw_b["backend"] == backend
+    assert kw_t["trainer"] == kw_b["trainer"] == backend
     assert cfg_t == cfg_b
     assert {k: v for k, v in kw_t.items() if not callable(v)} == {k: v for k, v in kw_b.items() if not callable(v)}
 
@@ -192,7 +192,7 @@ def _vision_trainer(monkeypatch, tmp_path, extra):
 def test_trainer_auto_resolves_per_experiment(monkeypatch, tmp_path, experiment, extra, expected):
     """auto: numba for the case study and the Boolean sweep, numpy for the vision commands."""
     if experiment == "case_study":
-        got = _case_study_call(monkeypatch, tmp_path, extra)[1]["backend"]
+        got = _case_study_call(monkeypatch, tmp_path, extra)[1]["trainer"]
     elif experiment == "boolean":
         got = _sweep_trainer(monkeypatch, tmp_path, extra)
     else:
@@ -221,7 +221,7 @@ def _declared(path):
 def _command_files():
     """The files that define commands, and options.py."""
     import fpe_ref.commands as pkg
-    from fpe_ref.theory import commands as theory_commands
+    from fpe_ref.commands import theory as theory_commands
 
     here = os.path.dirname(pkg.__file__)
     return ([f for f in sorted(glob.glob(os.path.join(here, "*.py"))) if not f.endswith("options.py")]
@@ -271,7 +271,7 @@ def test_trainer_option_is_the_registry_of_trainers():
 
 
 def test_theory_takes_the_shared_seed_and_refuses_a_negative_one(tmp_path):
-    from fpe_ref.theory.commands import theory
+    from fpe_ref.commands.theory import theory
 
     res = CliRunner().invoke(theory, ["check", "--quick", "--seed", "-1", "--out", str(tmp_path)])
     assert isinstance(res.exception, FPEError) and str(res.exception) == "seed must be an integer >= 0, got -1"
@@ -287,7 +287,7 @@ def test_every_command_and_group_shows_its_help():
 def test_the_submodules_stay_modules_and_their_groups_are_registered():
     import fpe_ref.commands as pkg
     from fpe_ref.commands import bench, golden, reproduce, sweep
-    from fpe_ref.theory import commands as theory_commands
+    from fpe_ref.commands import theory as theory_commands
 
     for mod in (bench, golden, reproduce, sweep):
         assert isinstance(mod, types.ModuleType) and getattr(pkg, mod.__name__.rsplit(".", 1)[1]) is mod
@@ -300,7 +300,7 @@ def test_the_submodules_stay_modules_and_their_groups_are_registered():
                                                  "alpha", "two-four", "rewiring"}
 
 
-@pytest.mark.parametrize("first", ["fpe_ref.theory.commands", "fpe_ref.commands.options", "fpe_ref.commands.reproduce",
+@pytest.mark.parametrize("first", ["fpe_ref.commands.theory", "fpe_ref.commands.options", "fpe_ref.commands.reproduce",
                                    "fpe_ref.commands"])
 def test_any_command_module_may_be_imported_first(first):
     """fpe_ref.commands registers theory's group and theory's commands take options.py's options."""

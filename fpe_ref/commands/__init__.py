@@ -2,7 +2,7 @@
 
 One module per group of commands: :mod:`~fpe_ref.commands.reproduce` (the paper's
 experiments), :mod:`~fpe_ref.commands.sweep` (the Sec. 3.2 grids and ``fpe report``),
-:mod:`~fpe_ref.commands.golden`, :mod:`~fpe_ref.commands.bench` and ``fpe_ref.theory.commands``;
+:mod:`~fpe_ref.commands.golden`, :mod:`~fpe_ref.commands.bench` and :mod:`~fpe_ref.commands.theory`;
 the options they share are defined once, in :mod:`~fpe_ref.commands.options`. Bad input
 raises ``fpe_ref.errors.FPEError``; :func:`main` prints it as one line and exits 2.
 """
@@ -13,9 +13,8 @@ import sys
 
 import click
 
-from fpe_ref.commands import bench, golden, reproduce, sweep
+from fpe_ref.commands import bench, golden, reproduce, sweep, theory
 from fpe_ref.errors import FPEError
-from fpe_ref.theory import commands as theory_commands
 
 
 @click.group()
@@ -33,7 +32,7 @@ def fpe():
 # module, sweep.sweep its group): no command object shadows a submodule of the same name.
 fpe.add_command(reproduce.reproduce)
 fpe.add_command(bench.bench_cmd)
-fpe.add_command(theory_commands.theory)
+fpe.add_command(theory.theory)
 fpe.add_command(sweep.sweep)
 fpe.add_command(sweep.report)
 fpe.add_command(golden.golden)

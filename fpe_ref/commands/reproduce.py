@@ -87,7 +87,7 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
                f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} trainer={backend} -> {out_dir}")
     with click.progressbar(length=total, label="training", show_eta=True, show_pos=True) as bar:
         summary, groups = run_case_study(cfg, out_dir, on_epoch=lambda e, h: bar.update(1),
-                                         log=lambda s: click.echo("\n" + s), backend=backend)
+                                         log=lambda s: click.echo("\n" + s), trainer=backend)
     _case_study_outputs(cfg, summary, groups, out_dir)
 
 

@@ -297,7 +297,7 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
 
     def batched():
         tr, te, groups = make_data(cs)
-        out = run_trials(cs, list(range(cs.trials)), tr, te, groups, backend="numba")
+        out = run_trials(cs, list(range(cs.trials)), tr, te, groups, trainer="numba")
         return {v: [rec["models"][v]["after"]["test_acc"] for rec, _, _ in out] for v in VARIANTS}
 
     ways = {"numpy, one model at a time": lambda: _case_study_loop(cs, numpy_one),
@@ -312,7 +312,7 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
     # compile the numba kernels outside the timing (a 2-epoch run)
     small = replace(cs, dense_epochs=1, fpe_epochs=1, trials=2)
     tr, te, groups = make_data(small)
-    run_trials(small, [0, 1], tr, te, groups, backend="numba")
+    run_trials(small, [0, 1], tr, te, groups, trainer="numba")
     _case_study_loop(replace(small, trials=1), numba_one)
     out = {"epochs_per_phase": e, "trials": cs.trials, "runs": cs.trials * (1 + len(VARIANTS)),
            "steps": cs.trials * (1 + len(VARIANTS)) * e * -(-int(cs.n_samples * (1 - cs.test_fraction)) // 500),

@@ -223,7 +223,7 @@ def boolean_run(key: dict) -> dict:
         raise FPEError(why)
     cfg = case_config(key)
     tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
-    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, backend=trainer.name)
+    rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, trainer=trainer.name)
     out = slim_record(rec)
     out["parent"]["cosine_abs"] = mean_cosine(parent.params["W1"], absolute=True)
     arrays = _arrays("parent", parent)

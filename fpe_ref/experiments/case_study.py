@@ -75,17 +75,17 @@ def make_data(cfg: CaseStudyConfig):
     return tr, te, [np.asarray(c) for c in data.clauses]
 
 
-def run_trial(cfg: CaseStudyConfig, t: int, tr, te, groups, on_epoch=None, backend: str = "numpy"):
+def run_trial(cfg: CaseStudyConfig, t: int, tr, te, groups, on_epoch=None, trainer: str = "auto"):
     """One trial: returns (record dict, {variant: trained MLP}, dense parent after phase 1).
 
-    ``backend`` is a trainer of :mod:`fpe_ref.experiments.trainers` (``"numpy"``, ``"numba"``
-    or ``"auto"``): ``"numba"`` trains the three phase-2 models side by side; the result
+    ``trainer`` is a trainer of :mod:`fpe_ref.experiments.trainers` (``"numpy"``, ``"numba"``
+    or ``"auto"``, which is numba here): ``"numba"`` trains the three phase-2 models side by side; the result
     equals the numpy reference to rounding (~1e-11 in float64).
     """
-    return run_trials(cfg, [t], tr, te, groups, on_epoch, backend)[0]
+    return run_trials(cfg, [t], tr, te, groups, on_epoch, trainer)[0]
 
 
-def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, backend: str = "numba"):
+def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, trainer: str = "auto"):
     """The trials ``ts`` together: every parent's phase 1 in one batch, then every phase-2
     model (``len(ts)`` x dense / clause / random) in one batch.
 
@@ -93,11 +93,11 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, backend:
     variant), so a trial's record does not depend on which other trials ran beside it:
     ``run_trials(cfg, [0, 1, 2], ...)`` gives the records of ``run_trial`` for 0, 1 and 2.
     With ``carry_optimizer`` every split model starts from its parent's phase-1 Adam state
-    (taken before the dense model continues that state in phase 2). ``backend`` names the
-    trainer (:func:`fpe_ref.experiments.trainers.get`); the record's ``"backend"`` is its
-    resolved name. Returns a list of ``(record, {variant: model}, parent)`` in the order of ``ts``.
+    (taken before the dense model continues that state in phase 2). ``trainer`` names the
+    trainer (:func:`fpe_ref.experiments.trainers.get`); the record's ``"backend"`` field holds
+    its resolved name (the field's name is part of the stored records). Returns a list of ``(record, {variant: model}, parent)`` in the order of ``ts``.
     """
-    trainer = trainers.get(backend, "case_study")
+    trainer = trainers.get(trainer, "case_study")
     h = cfg.hidden
     tcfg1 = replace(cfg.train, epochs=cfg.dense_epochs)
     tcfg2 = replace(cfg.train, epochs=cfg.fpe_epochs)
@@ -182,17 +182,17 @@ def summarize(cfg: CaseStudyConfig, records: list) -> dict:
     return out
 
 
-def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, backend: str = "numba"):
+def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trainer: str = "auto"):
     """Run (or resume) every trial, write trials.jsonl, models/ and summary.json; return the summary.
 
-    The unfinished trials train together (:func:`run_trials`): with ``backend="numba"`` the
+    The unfinished trials train together (:func:`run_trials`): with the numba trainer (``"auto"``) the
     parents' phase 1 is one batch and the 3 x T phase-2 models another, which is ~10x faster
-    than one model at a time and equal to it to rounding; ``backend="numpy"`` trains them one
+    than one model at a time and equal to it to rounding; ``trainer="numpy"`` trains them one
     at a time with the reference loop. Trials are recorded when their batch finishes, so an
     interrupted run resumes with the trials that were not yet recorded. A trainer that cannot
     train the config's models (numba with ``orth > 0``) is refused before any work.
     """
-    trainers.get(backend, "case_study").check_sizes([cfg.m, cfg.hidden, 1], cfg.train)
+    trainers.get(trainer, "case_study").check_sizes([cfg.m, cfg.hidden, 1], cfg.train)
     if cfg.m % cfg.k:
         raise FPEError(f"m={cfg.m} literals is not divisible by k={cfg.k}")
     check_alpha(cfg.alpha, cfg.m)  # fail before training, not after phase 1
@@ -205,7 +205,7 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, back
         log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
     todo = [t for t in range(cfg.trials) if t not in done]
     shown = set()
-    for rec, models, parent in (run_trials(cfg, todo, tr, te, groups, on_epoch, backend) if todo else []):
+    for rec, models, parent in (run_trials(cfg, todo, tr, te, groups, on_epoch, trainer) if todo else []):
         t = rec["trial"]
         parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
         for v, model in models.items():

@@ -10,6 +10,7 @@ import math
 
 from fpe_ref.experiments.stats import SIG_LEVEL
 
+
 def table(header, rows) -> str:
     """A GitHub Markdown table: ``header`` (strings), ``rows`` (lists, each cell through ``str``)."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

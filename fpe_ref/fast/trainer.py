@@ -89,7 +89,9 @@ def check_backend(backend: str) -> str:
 def numba_unsupported(model, cfg: TrainConfig, optimizer=None):
     """Why the numba backend cannot train ``model`` under ``cfg`` (None when it can)."""
     if model.n_layers != 2:
-        return f"the numba trainer trains one-hidden-layer MLPs [d, h, C]; this model has sizes {model.sizes} (use the numpy trainer)"
+        hidden = model.n_layers - 1
+        return (f"the numba trainer trains one-hidden-layer MLPs [d, h, C]; this model has {hidden} hidden layers "
+                "(use the numpy trainer)")
     if model.layer_norm:
         return "the numba trainer has no LayerNorm (use the numpy trainer)"
     if cfg.orth:

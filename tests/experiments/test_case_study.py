@@ -86,8 +86,8 @@ def _tiny_config(**kw):
 def test_run_trials_numba_equals_numpy_and_records_the_resolved_trainer():
     cfg = _tiny_config()
     tr, te, groups = make_data(cfg)
-    fast = run_trials(cfg, [0, 1], tr, te, groups, backend="auto")
-    ref = run_trials(cfg, [0, 1], tr, te, groups, backend="numpy")
+    fast = run_trials(cfg, [0, 1], tr, te, groups, trainer="auto")
+    ref = run_trials(cfg, [0, 1], tr, te, groups, trainer="numpy")
     assert [r["backend"] for r, _, _ in fast] == ["numba", "numba"]
     assert [r["backend"] for r, _, _ in ref] == ["numpy", "numpy"]
     for (rf, mf, _), (rr, mr, _) in zip(fast, ref):
@@ -101,7 +101,7 @@ def test_run_case_study_refuses_a_trainer_before_any_work(tmp_path):
     cfg = _tiny_config(train=TrainConfig(orth=0.1))
     out = tmp_path / "cs"
     with pytest.raises(FPEError, match=r"numba trainer cannot train models of sizes \[8, 2, 1\]: .*orthogonality"):
-        run_case_study(cfg, out, log=lambda s: None, backend="numba")
+        run_case_study(cfg, out, log=lambda s: None, trainer="numba")
     assert not out.exists()  # refused before any file was written
     with pytest.raises(FPEError, match="unknown trainer 'cuda'"):
-        run_case_study(_tiny_config(), out, log=lambda s: None, backend="cuda")
+        run_case_study(_tiny_config(), out, log=lambda s: None, trainer="cuda")

@@ -360,8 +360,8 @@ def test_case_study_batches_equal_trial_by_trial():
     cfg = CaseStudyConfig(dense_epochs=4, fpe_epochs=4, trials=2, n_samples=500,
                           train=TrainConfig(batch_size=100, warmup_epochs=4), carry_optimizer=True)
     tr, te, groups = make_data(cfg)
-    one = [run_trial(cfg, t, tr, te, groups) for t in (0, 1)]  # numpy, one model at a time
-    both = run_trials(cfg, [0, 1], tr, te, groups, backend="numba")
+    one = [run_trial(cfg, t, tr, te, groups, trainer="numpy") for t in (0, 1)]  # one model at a time
+    both = run_trials(cfg, [0, 1], tr, te, groups, trainer="numba")
     for (ra, ma, pa), (rb, mb, pb) in zip(one, both):
         assert ra["trial"] == rb["trial"]
         assert set(ra["models"]) == set(rb["models"]) == {"dense", "clause", "random"}

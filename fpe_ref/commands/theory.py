@@ -1,4 +1,4 @@
-"""``fpe theory``: the click group for the Sec. 2.5 / A.5 theory checks (thin: build a config, call theory.*)."""
+"""``fpe theory``: the click group for the Sec. 2.5 / A.5 theory checks (thin: build a config, call fpe_ref.theory)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import click
 
+from fpe_ref.commands import options as opt
 from fpe_ref.errors import check_int
 
 DEFAULT_OUT = os.path.join("results", "theory")
@@ -21,10 +22,6 @@ def theory():
     alpha disjoint children (fpe_ref.splits.random_split).
     """
 
-
-# The shared options come from the registry of the fpe command, whose package registers the
-# group above: importing it after the group is defined lets either module be imported first.
-from fpe_ref.commands import options as opt  # noqa: E402
 
 
 @theory.command()

@@ -1,4 +1,4 @@
-"""The ``fpe theory`` click group (fpe_ref.theory.commands): ``check`` and ``plot`` end to end on --quick settings."""
+"""The ``fpe theory`` click group (fpe_ref.commands.theory): ``check`` and ``plot`` end to end on --quick settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from fpe_ref.theory import check as chk
 from fpe_ref.theory import closed_form as cf
-from fpe_ref.theory.commands import theory
+from fpe_ref.commands.theory import theory
 
 
 def test_check_quick_cli(tmp_path):
