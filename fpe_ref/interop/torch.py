@@ -409,7 +409,8 @@ def expand(model, alpha, split="random", rng=None, *, dtype=None, **kw) -> tuple
     Parameters
     ----------
     model : torch.nn.Sequential or its state_dict, as :func:`from_torch` takes.
-    alpha, split, rng : as :func:`fpe_ref.expand.expand` (``rng``: an int seed or a numpy Generator).
+    alpha, split, rng : as the reference ``fpe_ref.expand`` (``rng``: an int seed or a numpy Generator,
+        required: the split and the tie-breaking draw from it).
     dtype : as :func:`from_torch`.
     **kw : the keyword arguments of :func:`fpe_ref.expand.expand`: ``groups`` (the clauses,
         for ``split="clause"``; Gram clusters for ``"gram"``), ``layer``, ``out_scale``, ``tie_key``.

@@ -804,6 +804,10 @@ def _first_line(exc) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+class _NotADict(TypeError):
+    """A plugin returned something other than a mapping of tensors (reported as a FAIL row)."""
+
+
 def load_implementation(spec: str):
     """The callable ``--impl MODULE:CALLABLE`` or ``--impl path/to/file.py:CALLABLE`` names.
 
@@ -885,7 +889,7 @@ def _implementation(impl, device, dtype):
         fresh = {k: np.array(v, dtype=np.float64, order="C") for k, v in inputs.items()}
         out = fn(copy.deepcopy(cfg), fresh, dtype, device)
         if not isinstance(out, Mapping):
-            raise TypeError(f"returned a {type(out).__name__}, not a dict of tensors")
+            raise _NotADict(f"returned a {type(out).__name__}, not a dict of tensors")
         return out
 
     return compute, f"{impl} (plugin)"
@@ -950,7 +954,11 @@ def check_bundle(bundle_dir, impl="numpy", device="cpu", dtype="float64", only=N
                 got = compute(cfg, inputs)
             except NotImplementedError as exc:
                 got, implemented, failure = {}, False, str(exc).splitlines()[0] if str(exc) else ""
-            except Exception as exc:  # noqa: BLE001 - any failure of the checked implementation is a FAIL row
+            except _NotADict as exc:
+                got, failure = {}, f"the implementation {exc}"
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - any failure of the checked implementation (SystemExit too) is a FAIL row
                 got, failure = {}, f"the implementation raised {type(exc).__name__}: " + \
                     (str(exc).splitlines()[0] if str(exc) else "")
         for k in wanted:

@@ -472,6 +472,11 @@ def raises(config, inputs, dtype, device):
     raise RuntimeError("device lost\\nmore text")
 
 
+def exits(config, inputs, dtype, device):
+    import sys
+    sys.exit(5)
+
+
 def returns_a_list(config, inputs, dtype, device):
     return [1.0]
 
@@ -543,7 +548,8 @@ def test_failures_beside_sections_not_implemented_exit_1(bundle, plugin_dir):
 
 @pytest.mark.parametrize("callable_,note", [
     ("raises", "the implementation raised RuntimeError: device lost"),
-    ("returns_a_list", "the implementation raised TypeError: returned a list, not a dict of tensors"),
+    ("returns_a_list", "the implementation returned a list, not a dict of tensors"),
+    ("exits", "the implementation raised SystemExit: 5"),
 ])
 def test_a_plugin_that_raises_gives_fail_rows(bundle, plugin_dir, callable_, note):
     result = invoke("check", str(bundle), "--impl", f"golden_plugin_twin:{callable_}", "--only", "metrics/")
