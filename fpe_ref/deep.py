@@ -31,8 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from fpe_ref import splits
 from fpe_ref.errors import FPEError, check_int
 from fpe_ref.expand import ExpandResult, carry_optimizer, expand

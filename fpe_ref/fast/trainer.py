@@ -58,7 +58,6 @@ Python floats exactly as :meth:`fpe_ref.optim.Adam.step` computes them, and pass
 
 from __future__ import annotations
 
-import numbers
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -323,15 +322,14 @@ def train_batched(models, X, y, cfg: TrainConfig, rngs, *, X_test=None, y_test=N
     rngs = list(rngs)
     if len(rngs) != len(models):
         raise FPEError(f"train_batched needs one rng per model: {len(models)} models, {len(rngs)} rngs")
-    if len({id(r) for r in rngs if isinstance(r, np.random.Generator)}) != sum(
-            isinstance(r, np.random.Generator) for r in rngs):
+    for i, r in enumerate(rngs):  # an int seed s shuffles as np.random.default_rng(s)
+        try:
+            rngs[i] = as_rng(r)
+        except FPEError:
+            raise FPEError(f"train_batched needs an int seed or a numpy Generator per model; rngs[{i}] is "
+                           f"{type(r).__name__} (use fpe_ref.rng.stream(seed, ...) or np.random.default_rng(seed))") from None
+    if len({id(r) for r in rngs}) != len(rngs):  # as_rng passes a Generator through: a shared one is caught here
         raise FPEError("train_batched needs a distinct rng object per model (each model shuffles with its own stream)")
-    bad = [i for i, r in enumerate(rngs) if not isinstance(r, np.random.Generator)
-           and (isinstance(r, (bool, np.bool_)) or not isinstance(r, numbers.Integral) or r < 0)]
-    if bad:
-        raise FPEError(f"train_batched needs an int seed or a numpy Generator per model; rngs[{bad[0]}] is "
-                       f"{type(rngs[bad[0]]).__name__} (use fpe_ref.rng.stream(seed, ...) or np.random.default_rng(seed))")
-    rngs = [as_rng(r) for r in rngs]  # an int seed s shuffles as np.random.default_rng(s)
     optimizers = [None] * len(models) if optimizers is None else list(optimizers)
     if len(optimizers) != len(models):
         raise FPEError(f"train_batched: {len(models)} models but {len(optimizers)} optimizers")
