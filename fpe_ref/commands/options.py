@@ -67,7 +67,9 @@ seed = click.option(
 
 out = _factory(
     "--out", "out_dir", type=click.Path(file_okay=False),
-    help="Directory for the outputs, in the layout of results/.")
+    help="Directory for the outputs, in the layout of results/. Default: runs/<command>/<hash of the options>/ "
+         "under the working directory (git-ignored), so the same command resumes its own folder and other "
+         "options get a fresh one. The committed reference results/ is written only when --out names it.")
 
 jobs = _factory(
     "--jobs", type=int,

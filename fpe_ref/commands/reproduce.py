@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import sys
 
 import click
 import numpy as np
@@ -32,7 +30,8 @@ def reproduce():
 
 # ---------------------------------------------------------------- the vision commands' options
 split_options = opt.compose(opt.alpha, opt.gram_clusters, opt.gram_linkage)
-run_options = opt.compose(opt.jobs(note="default: every core"), opt.val_fraction, opt.dtype("float32"), opt.seed,
+run_options = opt.compose(opt.jobs(note="default: every core; even 1 runs in a worker process with one BLAS "
+                                         "thread, so the records are bitwise equal for every --jobs"), opt.val_fraction, opt.dtype("float32"), opt.seed,
                           opt.trainer)
 
 
@@ -58,7 +57,7 @@ def data_options(note):
 @opt.seed
 @opt.train_options
 @opt.trainer_with_alias("--backend")
-@opt.out("results/case_study")
+@opt.out()
 def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, alpha, hidden, m, k,
                    carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, trainer, out_dir):
     """Sec. 3.1: dense vs clause-split vs random-split FPE on the 8-clause, 4-literal DNF.
@@ -70,7 +69,9 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
     trials.jsonl, the trained models and the Figure 2 / A1 heat maps. Rerunning with the
     same options resumes: finished trials are not run again.
     """
-    from fpe_ref.experiments.case_study import VARIANTS, CaseStudyConfig, run_case_study
+    from fpe_ref.experiments.case_study import VARIANTS, CaseStudyConfig, folder_config, load_finished, run_case_study
+    from fpe_ref.experiments.outputs import resolve_out
+    from fpe_ref.experiments.progress import Progress
 
     backend = trainers.get(trainer, "case_study").name
     q = quick
@@ -82,16 +83,45 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
         trials=opt.given(trials, 3 if q else 5), n_samples=opt.given(n_samples, 4000 if q else 10000),
         test_fraction=test_fraction, seed=seed, carry_optimizer=carry_optimizer,
         train=opt.train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
+    folder = {k: v for k, v in folder_config(cfg, backend).items() if k != "trials"}
+    out_dir = resolve_out(out_dir, "case-study", folder, quick=quick)
     total = cfg.trials * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs)
     click.echo(f"case study: m={cfg.m} k={cfg.k} h={cfg.hidden} alpha={cfg.alpha} trials={cfg.trials} "
                f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} trainer={backend} -> {out_dir}")
-    with click.progressbar(length=total, label="training", show_eta=True, show_pos=True) as bar:
-        summary, groups = run_case_study(cfg, out_dir, on_epoch=lambda e, h: bar.update(1),
-                                         log=lambda s: click.echo("\n" + s), trainer=backend)
-    _case_study_outputs(cfg, summary, groups, out_dir)
+    finished = len(load_finished(out_dir, cfg, backend)) if os.path.isdir(out_dir) else 0
+    bar = Progress(total, label="case study", unit="model-epochs",
+                   done=finished * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs))
+    with bar:
+        summary, groups = run_case_study(
+            cfg, out_dir, on_epoch=lambda e, h: bar.update(1), log=bar.print, trainer=backend,
+            on_trial=lambda rec: bar.print(f"trial {rec['trial']} stored in {out_dir}/trials.jsonl: test accuracy "
+                                           + ", ".join(f"{v} {100 * rec['models'][v]['after']['test_acc']:.1f} %"
+                                                       for v in VARIANTS)))
+    _case_study_outputs(cfg, summary, groups, out_dir, backend)
+    _case_study_comparison(cfg, summary, backend)
 
 
-def _case_study_outputs(cfg, summary, groups, out_dir):
+def _case_study_comparison(cfg, summary, backend):
+    """This run beside the committed results/case_study and the paper's Sec. 3.1 numbers."""
+    from fpe_ref.experiments.case_study import VARIANTS, load_finished, other_options
+    from fpe_ref.experiments.compare import PAPER_CASE_STUDY, comparison_text
+    from fpe_ref.experiments.outputs import reference_dir
+
+    ref_dir = reference_dir("case_study")
+    ref, note = None, ""
+    if ref_dir is not None:
+        diff = other_options(ref_dir, cfg, backend)
+        done = {} if diff else load_finished(ref_dir, cfg, backend)
+        if diff:
+            note = f", made with other options ({'; '.join(diff)}): not compared"
+        ref = {v: [done[t]["models"][v]["after"]["test_acc"] for t in sorted(done)] for v in VARIANTS} if done else None
+    paper = (cfg.m, cfg.k, cfg.hidden, cfg.alpha, cfg.dense_epochs, cfg.fpe_epochs) == (32, 4, 8, 2, 1000, 1000)
+    items = [(v, summary["models"][v]["accs"], None if ref is None else ref[v],
+              PAPER_CASE_STUDY[v] if paper else None) for v in VARIANTS]
+    click.echo(comparison_text(items, ref_dir, note))
+
+
+def _case_study_outputs(cfg, summary, groups, out_dir, backend):
     from fpe_ref.experiments import figures as plots
     from fpe_ref.experiments.case_study import VARIANTS, load_finished
     from fpe_ref.mlp import MLP
@@ -120,7 +150,7 @@ def _case_study_outputs(cfg, summary, groups, out_dir):
                            os.path.join(out_dir, "fig2_dense_clause.png"), "Figure 2: dense and clause-split FPE (best trial)")
     plots.gram_and_weights({"random": models["random"]}, groups, cfg.alpha,
                            os.path.join(out_dir, "figA1_random.png"), "Figure A1: random-split FPE (best trial)")
-    done = load_finished(out_dir, cfg)
+    done = load_finished(out_dir, cfg, backend)
     records = [done[t] for t in sorted(done)]
     plots.training_curves(records, VARIANTS, os.path.join(out_dir, "training_curves.png"), cfg.dense_epochs)
     click.echo(f"wrote {out_dir}/summary.json, trials.jsonl, models/, fig2_dense_clause.png, figA1_random.png, training_curves.png")
@@ -152,7 +182,9 @@ def _hidden(hidden, default):
 
 
 def _command_line() -> str:
-    return "fpe " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from fpe_ref.experiments.outputs import command_line
+
+    return command_line()
 
 
 def _class_names(cfg):
@@ -177,9 +209,17 @@ def _post_epochs(post_epochs, pretrain_epochs):
     return pretrain_epochs
 
 
+def vision_out(out_dir, command: str, cfgs, quick: bool = False) -> str:
+    """The folder of a vision command: ``--out``, or ``runs/<command>/<hash of the configs>``."""
+    from fpe_ref.experiments.outputs import resolve_out
+
+    return resolve_out(out_dir, command, {"command": command, "sweeps": [c.signature() for c in cfgs]}, quick)
+
+
 def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
-    """Run/resume one sweep with a line progress bar; returns the finished records of ``hiddens``."""
-    from fpe_ref.experiments.runs import LineProgress, local_executor
+    """Run/resume one sweep with the progress display; returns the finished records of ``hiddens``."""
+    from fpe_ref.experiments.progress import Progress
+    from fpe_ref.experiments.runs import local_executor
     from fpe_ref.experiments.vision import load_records, run_vision_sweep
 
     if jobs is not None and jobs < 1:
@@ -188,13 +228,15 @@ def run_sweep_cmd(cfg, hiddens, out_dir, jobs, label):
     n_runs = cfg.trials * len(hiddens)
     click.echo(f"{label}: hidden {hiddens}, {cfg.trials} trials, epochs {cfg.pretrain_epochs}+{cfg.post_epochs}, "
                f"variants {', '.join(cfg.variants)}; {n_runs} runs on {jobs} job(s) -> {out_dir}/runs.jsonl")
-    executor = local_executor(jobs) if jobs > 1 and n_runs > 1 else None
+    # always worker processes, --jobs 1 included: every run then computes with one BLAS thread, and
+    # the records are bitwise the same for every --jobs (BLAS results depend on its thread count)
+    executor = local_executor(min(jobs, n_runs))
     try:
+        progress = Progress(label=label, unit="runs")
         run_vision_sweep(cfg, hiddens, out_dir, meta={"command": _command_line()}, executor=executor,
-                         progress=LineProgress(0, label=label), log=lambda s: click.echo(s, err=True))
+                         progress=progress, log=progress.print)
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)
     recs = [r for r in load_records(out_dir, cfg) if r["key"]["hidden"] in hiddens]
     return recs
 
@@ -231,7 +273,7 @@ def settings_block(cfg, hiddens, extra="", schedule=None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report_sweep(cfg, records, hiddens, out_dir, title, figure_name):
+def report_sweep(cfg, records, hiddens, out_dir, title, figure_name, reference=None):
     """summary.json, tables.md and the Figure-5-style figure of one sweep; echo the main tables."""
     from fpe_ref.experiments import vision_report as vr
     from fpe_ref.experiments.vision import summarize
@@ -249,6 +291,10 @@ def report_sweep(cfg, records, hiddens, out_dir, title, figure_name):
     fig = vr.figure_hidden_sweep(summary, cfg.variants, os.path.join(out_dir, figure_name), title)
     click.echo(text.split("\n### Model selection")[0])
     click.echo(f"wrote {out_dir}/tables.md, summary.json, {os.path.basename(fig)}")
+    if reference:
+        from fpe_ref.experiments.compare import vision_comparison
+
+        click.echo(vision_comparison(records, out_dir, reference))
     return summary
 
 
@@ -265,7 +311,7 @@ def _vision_config(**settings):
 @opt.post_epochs(note="default 20, not stated by the paper; --quick: 1")
 @opt.baselines
 @opt.quick("hidden 4 8, 2 trials, 1+1 epochs")
-@opt.out(note="default results/fashion_mnist; --quick: results/fashion_mnist-quick")
+@opt.out(note="the committed reference: results/fashion_mnist")
 @data_options("Not used here: fashion-mnist reads --data-dir.")
 @split_options
 @opt.optimizer_options
@@ -300,10 +346,10 @@ def fashion_mnist(hidden, trials, pretrain_epochs, post_epochs, baselines, quick
                        gram_linkage=gram_linkage, dtype=dtype, seed=seed, trainer=_trainer_key(trainer),
                        train=_train(lr, batch_size, l1, l2))
     hs = _hidden(hidden, (4, 8, 16, 32))
-    out_dir = out_dir or ("results/fashion_mnist-quick" if quick else "results/fashion_mnist")
+    out_dir = vision_out(out_dir, "fashion-mnist", [cfg], quick)
     recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "fashion-mnist")
     report_sweep(cfg, recs, hs, out_dir, "Figure 5a: FashionMNIST, FPE vs dense (alpha = %d)" % alpha,
-                 "fig5a_fashion_mnist.png")
+                 "fig5a_fashion_mnist.png", reference="fashion_mnist")
 
 @reproduce.command("embeddings")
 @opt.data(required=True)
@@ -318,7 +364,7 @@ def fashion_mnist(hidden, trials, pretrain_epochs, post_epochs, baselines, quick
 @click.option("--gram/--no-gram", default=None,
               help="Include the Gram split (default: on for 2 layers; the deep tables are random-split only).")
 @opt.baselines
-@opt.out(note="default results/embeddings/<file stem>-L<layers>")
+@opt.out(note="committed references are in results/embeddings/<file stem>-L<layers>")
 @split_options
 @opt.optimizer_options
 @run_options
@@ -344,18 +390,18 @@ def embeddings(data_file, n_classes, layers, hidden, trials, pretrain_epochs, po
                        trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
     hs = _hidden(hidden, (8, 16, 32, 64) if L == 2 else (4, 8, 12, 16))
     stem = os.path.splitext(os.path.basename(os.path.normpath(data_file)))[0]
-    out_dir = out_dir or os.path.join("results", "embeddings", f"{stem}-L{L}")
+    out_dir = vision_out(out_dir, f"embeddings-{stem}-L{L}", [cfg])
     recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "embeddings")
     what = "Figure 5b-d" if L == 2 else "Tables A3/A4"
     report_sweep(cfg, recs, hs, out_dir, f"{what}: {stem}, {L} layers, FPE vs dense (alpha = {alpha})",
-                 "fig5_embeddings.png" if L == 2 else "tableA3_deep.png")
+                 "fig5_embeddings.png" if L == 2 else "tableA3_deep.png", reference=f"embeddings/{stem}-L{L}")
 
 @reproduce.command("two-four")
 @opt.hidden(multiple=True, note="Table A5: 8")
 @opt.trials(10, note="Table A5: ten")
 @opt.pretrain_epochs(note="default 20 on FashionMNIST, 25 on embeddings")
 @opt.post_epochs(note="default: the pre-training epochs")
-@opt.out(note="default results/two_four_<data>")
+@opt.out(note="the committed reference: results/two_four_<data>")
 @data_options("Without it: FashionMNIST (the paper's Table A5 uses CIFAR-100 CLIP embeddings).")
 @opt.optimizer_options
 @run_options
@@ -373,9 +419,10 @@ def two_four(hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, d
                        variants=("dense", "two-four", "random"), trials=trials, val_fraction=val_fraction,
                        dtype=dtype, seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
     hs = _hidden(hidden, (8,))
-    out_dir = out_dir or f"results/two_four_{_data_tag(ds)}"
+    out_dir = vision_out(out_dir, f"two-four-{_data_tag(ds)}", [cfg])
     recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "two-four")
-    report_sweep(cfg, recs, hs, out_dir, f"Table A5: 2:4 vs random FPE ({_data_tag(ds)})", "tableA5_two_four.png")
+    report_sweep(cfg, recs, hs, out_dir, f"Table A5: 2:4 vs random FPE ({_data_tag(ds)})", "tableA5_two_four.png",
+                 reference=f"two_four_{_data_tag(ds)}")
 
 @reproduce.command("rewiring")
 @opt.hidden(multiple=True, note="A.7: 4 8 16")
@@ -391,7 +438,7 @@ def two_four(hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, d
               help="Fraction schedule: constant, or RigL's cosine decay to 0 at the end point.")
 @click.option("--end", type=float, default=0.75, show_default=True,
               help="Events stop after this share of the post-split steps (RigL: 0.75).")
-@opt.out(note="default results/rewiring_<data>")
+@opt.out(note="the committed reference: results/rewiring_<data>")
 @data_options("Without it: FashionMNIST (the paper's rewiring runs use CIFAR-100 CLIP embeddings).")
 @opt.alpha
 @opt.optimizer_options
@@ -413,10 +460,10 @@ def rewiring(hidden, trials, pretrain_epochs, post_epochs, every, fraction, deca
                        rewire_every=every, rewire_fraction=fraction, rewire_decay=decay, rewire_end=end,
                        dtype=dtype, seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
     hs = _hidden(hidden, (4, 8, 16))
-    out_dir = out_dir or f"results/rewiring_{_data_tag(ds)}"
+    out_dir = vision_out(out_dir, f"rewiring-{_data_tag(ds)}", [cfg])
     recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "rewiring")
     report_sweep(cfg, recs, hs, out_dir, f"A.7 rewiring: one-shot vs rewired random FPE ({_data_tag(ds)})",
-                 "rewiring.png")
+                 "rewiring.png", reference=f"rewiring_{_data_tag(ds)}")
 
 @reproduce.command("alpha")
 @click.option("--alphas", type=int, multiple=True, help="Expansion factors (Figure 6d: 2 4 8).")
@@ -424,7 +471,7 @@ def rewiring(hidden, trials, pretrain_epochs, post_epochs, every, fraction, deca
 @opt.trials(5, note="Figure 6d: five")
 @opt.pretrain_epochs(note="default 20 on FashionMNIST, 25 on embeddings")
 @opt.post_epochs(note="default: the pre-training epochs")
-@opt.out(note="default results/alpha_<data>")
+@opt.out(note="the committed reference: results/alpha_<data>")
 @data_options("Without it: FashionMNIST (the paper's Figure 6d uses CIFAR-100 CLIP embeddings).")
 @opt.optimizer_options
 @run_options
@@ -443,10 +490,10 @@ def alpha_cmd(alphas, hidden, trials, pretrain_epochs, post_epochs, out_dir, dat
                        val_fraction=val_fraction, dtype=dtype, seed=seed,
                        trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
     hs = _hidden(hidden, (4, 8, 16, 32))
-    out_dir = out_dir or f"results/alpha_{_data_tag(ds)}"
+    out_dir = vision_out(out_dir, f"alpha-{_data_tag(ds)}", [cfg])
     recs = run_sweep_cmd(cfg, hs, out_dir, jobs, "alpha")
     report_sweep(cfg, recs, hs, out_dir, f"Figure 6d: random-split FPE by alpha ({_data_tag(ds)})",
-                 "fig6d_alpha.png")
+                 "fig6d_alpha.png", reference=f"alpha_{_data_tag(ds)}")
 
 @reproduce.command("pretrain-timing")
 @opt.hidden(8, note="Figure 6b: 8")
@@ -455,7 +502,7 @@ def alpha_cmd(alphas, hidden, trials, pretrain_epochs, post_epochs, out_dir, dat
 @click.option("--total-epochs", type=int, default=40, show_default=True,
               help="Pre-training + post-split epochs, the same for every split time.")
 @opt.trials(5, note="Figure 6b: five")
-@opt.out(note="default results/pretrain_timing_<data>; one sub-sweep per split time")
+@opt.out(note="one sub-folder per split time; the committed reference: results/pretrain_timing_<data>")
 @data_options("Without it: FashionMNIST (the paper's Figure 6b uses CIFAR-100 CLIP embeddings).")
 @opt.alpha
 @opt.optimizer_options
@@ -476,13 +523,13 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
     splits_at = sorted(dict.fromkeys(split_at or (1, 5, 10, 20, 30)))
     if any(p < 0 or p >= total_epochs for p in splits_at):
         raise FPEError(f"--split-at values must be in [0, --total-epochs), got {splits_at}")
-    out_dir = out_dir or f"results/pretrain_timing_{_data_tag(ds)}"
-    curves, rows, cfgs = {}, [], []
-    for p in splits_at:
-        cfg = _vision_config(**ds, alpha=alpha, pretrain_epochs=p, post_epochs=total_epochs - p,
+    curves, rows = {}, []
+    cfgs = [_vision_config(**ds, alpha=alpha, pretrain_epochs=p, post_epochs=total_epochs - p,
                            variants=("dense", "random"), trials=trials, val_fraction=val_fraction, dtype=dtype,
                            seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
-        cfgs.append(cfg)
+            for p in splits_at]
+    out_dir = vision_out(out_dir, f"pretrain-timing-{_data_tag(ds)}", cfgs)
+    for p, cfg in zip(splits_at, cfgs):
         recs = run_sweep_cmd(cfg, [hidden], os.path.join(out_dir, f"split_at_{p}"), jobs, f"split at {p}")
         s = summarize(recs, cfg.variants)[hidden]
         rows.append([p, tables.pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),

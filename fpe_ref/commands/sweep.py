@@ -43,24 +43,27 @@ def sweep():
 @opt.scheduler
 @opt.trainer
 @click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
-@click.option("--no-reuse", is_flag=True,
-              help="Compute every run here, even one finished in a sibling sweep directory (by default "
-                   "such runs are copied: same key, same result); for a from-scratch reproducibility check.")
-@opt.out(note="default results/boolean; --quick: results/boolean-quick")
+@click.option("--reuse-from", "reuse_from", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A sweep directory (repeatable) whose finished runs with exactly this run's key are copied "
+                   "here instead of computed (e.g. results/boolean); each record is validated first and an "
+                   "invalid one is computed. By default every run is computed.")
+@opt.out()
 @opt.seed
 @opt.train_options
 def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
-                scheduler, trainer, dry_run, no_reuse, out_dir, seed, lr, batch_size, l1, l2, orth, warmup,
+                scheduler, trainer, dry_run, reuse_from, out_dir, seed, lr, batch_size, l1, l2, orth, warmup,
                 warmup_epochs):
     """Sec. 3.2: dense vs clause-split vs random-split FPE over neurons, clauses and alpha.
 
     Each run is one trial of the Sec. 3.1 workflow (fpe_ref.experiments.case_study.run_trial) at one
     grid point and alpha. Runs are identified by their full settings, so grids that share
-    a point compute it once, and finished runs in sibling sweep directories are reused.
-    Then: fpe report <out>.
+    a point compute it once; finished runs of another sweep directory are copied only with
+    --reuse-from. Ends with this run beside the committed reference results/boolean
+    (cells in both). Then: fpe report <out>.
     """
     from fpe_ref.experiments import boolean as bs
-    from fpe_ref.experiments.runs import LineProgress, RunStore, dask_executor, local_executor
+    from fpe_ref.experiments.progress import Progress
+    from fpe_ref.experiments.runs import RunStore, dask_executor, local_executor
 
     names = list(grids) or ["all"]
     if "all" in names:
@@ -78,9 +81,12 @@ def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_
         fpe_epochs=given(fpe_epochs, "fpe_epochs", 1000), n_samples=given(n_samples, "n_samples", 10000),
         test_fraction=test_fraction, seed=seed, trainer=trainers.key_name(trainer, "boolean"),
         train=opt.train_config(lr, batch_size, l1, l2, orth, warmup, warmup_epochs))
-    out_dir = out_dir or ("results/boolean-quick" if quick else "results/boolean")
+    from fpe_ref.experiments.outputs import resolve_out
+
+    out_dir = resolve_out(out_dir, "boolean", {"kind": bs.KIND, "quick": bool(quick), **cfg.signature()}, quick)
+    lookup = [RunStore(os.path.join(d, "runs.jsonl")) for d in reuse_from]
     if dry_run:
-        _print_plan(bs, cfg, names, quick, out_dir)
+        _print_plan(bs, cfg, names, quick, out_dir, lookup)
         return
     if jobs is not None and jobs < 1:
         raise FPEError(f"--jobs must be a positive integer, got {jobs}")
@@ -97,18 +103,21 @@ def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_
     click.echo(f"sweep boolean: grids {', '.join(names)}; trainer {cfg.trainer}; trials {cfg.trials}; epochs "
                f"{cfg.dense_epochs}+{cfg.fpe_epochs}; n={cfg.n_samples}; seed {cfg.seed}; "
                f"{'dask ' + scheduler if client else f'{jobs} local job(s)'} -> {out_dir}/runs.jsonl")
-    progress = LineProgress(0, label="boolean", min_interval=0.0 if not quick else 1.0)
+    progress = Progress(label="boolean", unit="runs")
     try:
         res = bs.run_boolean_sweep(cfg, out_dir, names, quick=quick, executor=executor, progress=progress,
-                                   log=lambda s: click.echo(s, err=True), lookup=[] if no_reuse else None)
+                                   log=progress.print, lookup=lookup)
     finally:
         if executor is not None and client is None:
             executor.shutdown(wait=True, cancel_futures=True)
         if client is not None:
             client.close()
-    click.echo(f"done: {res.total} runs ({res.already} already finished, {res.reused} reused from other "
-               f"sweeps, {res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}. "
-               f"Next: fpe report {out_dir}")
+    click.echo(f"done: {res.total} runs ({res.already} already finished, {res.reused} copied with --reuse-from, "
+               f"{res.ran} run now) in {RunStore(os.path.join(out_dir, 'runs.jsonl')).path}.")
+    from fpe_ref.experiments.compare import boolean_comparison
+
+    click.echo(boolean_comparison(list(res.records.values()), out_dir))
+    click.echo(f"Next: fpe report {out_dir}")
 
 
 @click.command("report", short_help="A sweep's runs.jsonl -> Figures 3/4, Tables A1/A2 (Markdown, PNG).")
@@ -134,14 +143,14 @@ def report(sweep_dir, out_dir):
         click.echo(f"wrote {p}")
 
 
-def _print_plan(bs, cfg, names, quick, out_dir):
+def _print_plan(bs, cfg, names, quick, out_dir, lookup):
     from fpe_ref.experiments.runs import RunStore, run_id
 
     store = RunStore(os.path.join(out_dir, "runs.jsonl"))
     done = set(store.load())
     others = set()
-    for s in bs.sibling_stores(out_dir):
-        others |= set(s.load())
+    for s in lookup:
+        others |= set(s.load(check="skip"))
     seen = set()
     click.echo(f"plan for {out_dir} (trials {cfg.trials}, epochs {cfg.dense_epochs}+{cfg.fpe_epochs}):")
     for name in names:
@@ -151,5 +160,5 @@ def _print_plan(bs, cfg, names, quick, out_dir):
         seen |= set(ids)
         click.echo(f"  {name:14s} {len(ids):4d} runs, {len(new):4d} not in an earlier grid, "
                    f"{sum(i in done for i in ids):4d} finished, {sum(i in others and i not in done for i in ids):4d} "
-                   f"in sibling sweeps")
+                   f"in --reuse-from")
     click.echo(f"  total distinct runs {len(seen)}, finished {len(seen & done)}, left {len(seen - done - others)}")

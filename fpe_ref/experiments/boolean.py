@@ -37,15 +37,14 @@ point with both alphas, in exchange for not re-implementing ``run_trial``.
 from __future__ import annotations
 
 import functools
-import glob
-import os
 from dataclasses import asdict, dataclass, field
 
 from fpe_ref.experiments.case_study import CaseStudyConfig, make_data, run_trial
 from fpe_ref.data.dnf import DEFAULT_K, DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split
 from fpe_ref.errors import FPEError, check_positive_ints
 from fpe_ref.experiments import trainers
-from fpe_ref.experiments.runs import ARRAYS_FIELD, STORE_NAME, RunStore, open_sweep_dir, run_sweep
+from fpe_ref.experiments.outputs import open_output
+from fpe_ref.experiments.runs import ARRAYS_FIELD, RunStore, open_sweep_dir, run_sweep
 from fpe_ref.metrics import mean_cosine
 from fpe_ref.train import TrainConfig
 
@@ -261,23 +260,17 @@ def open_store(out_dir, cfg: SweepConfig, quick: bool) -> RunStore:
     return open_sweep_dir(out_dir, meta, cfg.signature(), same=("kind", "quick"))
 
 
-def sibling_stores(out_dir) -> list:
-    """Stores of the other sweep directories next to ``out_dir`` (finished runs are looked up there)."""
-    here = os.path.abspath(os.path.join(out_dir, STORE_NAME))
-    paths = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(out_dir)), "*", STORE_NAME)))
-    return [RunStore(p) for p in paths if os.path.abspath(p) != here]
-
-
 def run_boolean_sweep(cfg: SweepConfig, out_dir, grid_names=DEFAULT_ORDER, *, quick=False, executor=None,
-                      window=None, progress=None, lookup=None, log=None, run_fn=None):
+                      window=None, progress=None, lookup=(), log=None, run_fn=None):
     """Plan the grids, open the store and run what is missing (``fpe sweep boolean``).
 
-    ``lookup`` defaults to the stores of sibling directories; ``run_fn`` (default
-    ``boolean_run``) exists for tests that simulate a crash.
+    The folder is locked while the sweep writes, and records its provenance
+    (:func:`fpe_ref.experiments.outputs.open_output`). ``lookup``: stores whose finished runs
+    with the same key are copied instead of run (``--reuse-from``; each record validated);
+    ``run_fn`` (default ``boolean_run``) exists for tests that simulate a crash.
     """
     keys = plan(cfg, grid_names, quick, log)
-    store = open_store(out_dir, cfg, quick)
-    if lookup is None:
-        lookup = sibling_stores(out_dir)
-    return run_sweep(keys, run_fn or boolean_run, store, kind=KIND, executor=executor, window=window,
-                     progress=progress, lookup=lookup, log=log)
+    with open_output(out_dir, {"kind": KIND, "quick": bool(quick), **cfg.signature()}):
+        store = open_store(out_dir, cfg, quick)
+        return run_sweep(keys, run_fn or boolean_run, store, kind=KIND, executor=executor, window=window,
+                         progress=progress, lookup=lookup, log=log)

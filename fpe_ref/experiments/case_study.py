@@ -29,13 +29,14 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from fpe_ref.data.dnf import DEFAULT_N_SAMPLES, DEFAULT_TEST_FRACTION, check_test_split, generate_dnf, train_test_split
-from fpe_ref.errors import FPEError, check_positive_ints
+from fpe_ref.errors import FPEError, check_int, check_positive_ints
 from fpe_ref.expand import carry_optimizer, expand
 from fpe_ref.metrics import interference
 from fpe_ref.mlp import MLP
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import trainers
+from fpe_ref.experiments.outputs import config_diff, open_output, write_json_atomic
 from fpe_ref.experiments.runs import RunStore
 from fpe_ref.train import TrainConfig, TrialSummary
 
@@ -141,11 +142,60 @@ def _config_key(cfg: CaseStudyConfig) -> str:
     return json.dumps(cfg.to_dict(), sort_keys=True)
 
 
-def load_finished(out_dir, cfg):
-    """Finished trial records of an earlier run with the same config (resume); cut lines are skipped."""
-    key = _config_key(cfg)
-    store = RunStore(os.path.join(out_dir, "trials.jsonl"))
-    return {rec["trial"]: rec for rec in store.lines() if rec.get("config_key") == key}
+def folder_config(cfg: CaseStudyConfig, trainer: str = "auto") -> dict:
+    """What one case-study folder is made with: the config and the resolved trainer."""
+    return {**json.loads(json.dumps(cfg.to_dict())), "trainer": trainers.get(trainer, "case_study").name}
+
+
+def _stored_config(rec: dict, path: str) -> dict:
+    """The folder config a stored trial record was made with (its ``config_key`` and ``backend``)."""
+    try:
+        config = json.loads(rec["config_key"])
+        trial = check_int("trial", rec["trial"], 0)
+        if not isinstance(config, dict) or not isinstance(rec.get("models"), dict):
+            raise TypeError("not an object")
+    except (KeyError, TypeError, ValueError, FPEError) as exc:
+        raise FPEError(f"{path}: a line is not a case-study trial record ({exc}); move the file away "
+                       "or use another --out") from None
+    return {**config, "trainer": rec.get("backend"), "_trial": trial}
+
+
+def _stored(out_dir, cfg, trainer):
+    """``[(trial, record, differing options)]`` of ``out_dir/trials.jsonl`` against ``cfg`` and ``trainer``."""
+    want = folder_config(cfg, trainer)
+    want.pop("trials")
+    path = os.path.join(out_dir, "trials.jsonl")
+    out = []
+    for rec in RunStore(path).lines():
+        have = _stored_config(rec, path)
+        trial = have.pop("_trial")
+        have.pop("trials", None)
+        out.append((trial, rec, config_diff(have, want)))
+    return out
+
+
+def other_options(out_dir, cfg, trainer: str = "auto") -> list:
+    """The options (``"seed: 0 -> 7"``) in which trials stored in ``out_dir`` differ from ``cfg``; [] if none."""
+    return next((diff for _, _, diff in _stored(out_dir, cfg, trainer) if diff), [])
+
+
+def load_finished(out_dir, cfg, trainer: str = "auto"):
+    """Finished trial records of ``out_dir`` (resume), ``{trial: record}`` for the trials of ``cfg``.
+
+    Every record must have been made with ``cfg`` and ``trainer`` (the number of trials aside:
+    trial ``t``'s record does not depend on how many trials there are); otherwise the folder
+    is refused with the options that differ, so that one folder never mixes two configurations.
+    Cut lines are skipped (``RunStore.lines``).
+    """
+    diff = other_options(out_dir, cfg, trainer)
+    if diff:
+        raise FPEError(f"{out_dir} holds case-study trials made with other options ({'; '.join(diff)}); "
+                       "rerun with those options to resume it, or choose another --out")
+    done = {}
+    for trial, rec, _ in _stored(out_dir, cfg, trainer):
+        if trial < cfg.trials:
+            done.setdefault(trial, rec)
+    return done
 
 
 def append_record(out_dir, rec):
@@ -182,15 +232,18 @@ def summarize(cfg: CaseStudyConfig, records: list) -> dict:
     return out
 
 
-def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trainer: str = "auto"):
+def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trainer: str = "auto",
+                   on_trial=None):
     """Run (or resume) every trial, write trials.jsonl, models/ and summary.json; return the summary.
 
-    The unfinished trials train together (:func:`run_trials`): with the numba trainer (``"auto"``) the
-    parents' phase 1 is one batch and the 3 x T phase-2 models another, which is ~10x faster
-    than one model at a time and equal to it to rounding; ``trainer="numpy"`` trains them one
-    at a time with the reference loop. Trials are recorded when their batch finishes, so an
-    interrupted run resumes with the trials that were not yet recorded. A trainer that cannot
-    train the config's models (numba with ``orth > 0``) is refused before any work.
+    Trials run one after the other, and each is stored the moment it finishes: its models are
+    saved, then its line is appended to ``trials.jsonl``. A kill loses at most the trial in
+    progress; the same call resumes with the trials not yet recorded. (A trial's record is the
+    same whether it trains alone or beside others: :func:`run_trials`.) The folder is locked
+    while the call writes, and a folder made with other options is refused
+    (:mod:`fpe_ref.experiments.outputs`). A trainer that cannot train the config's models
+    (numba with ``orth > 0``) is refused before any work. ``on_trial(record)`` is called after
+    each stored trial.
     """
     trainers.get(trainer, "case_study").check_sizes([cfg.m, cfg.hidden, 1], cfg.train)
     if cfg.m % cfg.k:
@@ -198,27 +251,28 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trai
     check_alpha(cfg.alpha, cfg.m)  # fail before training, not after phase 1
     if cfg.m // cfg.k < cfg.alpha:
         raise FPEError(f"the clause split needs at least alpha={cfg.alpha} clauses, m/k = {cfg.m // cfg.k}")
-    os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
-    tr, te, groups = make_data(cfg)
-    done = load_finished(out_dir, cfg)
-    if done:
-        log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
-    todo = [t for t in range(cfg.trials) if t not in done]
-    shown = set()
-    for rec, models, parent in (run_trials(cfg, todo, tr, te, groups, on_epoch, trainer) if todo else []):
-        t = rec["trial"]
-        parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
-        for v, model in models.items():
-            model.save(os.path.join(out_dir, "models", f"trial{t}_{v}.npz"))
-        rec["config_key"] = _config_key(cfg)
-        append_record(out_dir, rec)
-        done[t] = rec
-        for v in VARIANTS[1:]:  # the two splits: parameter ledger, pruned counts, dead children
-            report = rec["models"][v]["expand_report"]
-            if report and (v, report) not in shown:  # the same ledger every trial: print it once
-                shown.add((v, report))
-                log(f"{v} split (trial {t}): {report}")
-    summary = summarize(cfg, [done[t] for t in range(cfg.trials)])
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    with open_output(out_dir, folder_config(cfg, trainer), ignore=("trials",)):
+        os.makedirs(os.path.join(out_dir, "models"), exist_ok=True)
+        done = load_finished(out_dir, cfg, trainer)
+        if done:
+            log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
+        tr, te, groups = make_data(cfg)
+        shown = set()
+        for t in (t for t in range(cfg.trials) if t not in done):
+            rec, models, parent = run_trials(cfg, [t], tr, te, groups, on_epoch, trainer)[0]
+            parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
+            for v, model in models.items():
+                model.save(os.path.join(out_dir, "models", f"trial{t}_{v}.npz"))
+            rec["config_key"] = _config_key(cfg)
+            append_record(out_dir, rec)  # after the models: a recorded trial has its models on disk
+            done[t] = rec
+            for v in VARIANTS[1:]:  # the two splits: parameter ledger, pruned counts, dead children
+                report = rec["models"][v]["expand_report"]
+                if report and (v, report) not in shown:  # the same ledger every trial: print it once
+                    shown.add((v, report))
+                    log(f"{v} split (trial {t}): {report}")
+            if on_trial is not None:
+                on_trial(rec)
+        summary = summarize(cfg, [done[t] for t in range(cfg.trials)])
+        write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
     return summary, groups

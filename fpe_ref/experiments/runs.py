@@ -55,9 +55,10 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fpe_ref.errors import FPEError
+from fpe_ref.experiments.outputs import write_json_atomic
 
 # Fields that may differ between two invocations with the same seeds (excluded from identity checks).
 TIMING_FIELDS = ("elapsed_s", "finished_at", "host", "pid", "reused_from")
@@ -92,6 +93,57 @@ def strip_timing(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k not in TIMING_FIELDS}
 
 
+def record_digest(rec: dict) -> str:
+    """sha1 of the record's canonical JSON, timing fields and the digest itself left out.
+
+    Written into every new record (``"digest"``): a record edited by hand no longer matches it.
+    """
+    body = {k: v for k, v in strip_timing(rec).items() if k != "digest"}
+    return hashlib.sha1(canonical(body).encode()).hexdigest()
+
+
+_ACCURACY_FIELDS = ("test_acc", "val_acc", "train_acc")
+
+
+def _accuracy_problem(obj, where=""):
+    """The first accuracy field under ``obj`` that is not a number in [0, 1] (lists: each element)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            name = f"{where}.{k}" if where else k
+            if k in _ACCURACY_FIELDS:
+                for x in (v if isinstance(v, list) else [v]):
+                    if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
+                        return f"{name} = {x!r} is not an accuracy in [0, 1]"
+            else:
+                found = _accuracy_problem(v, name)
+                if found:
+                    return found
+    return None
+
+
+def record_problem(rec) -> str | None:
+    """Why ``rec`` is not a valid run record, or None.
+
+    A record is a JSON object with a ``run_id`` equal to the hash of its ``key`` (an object),
+    a ``sweep`` kind, every accuracy field a number in [0, 1] (at any depth), and,
+    where it has one, a ``digest`` equal to :func:`record_digest` (records written before
+    digests existed have none).
+    """
+    if not isinstance(rec, dict):
+        return f"a line holds {type(rec).__name__}, not a record object"
+    for name, kind in (("run_id", str), ("key", dict), ("sweep", str)):
+        if not isinstance(rec.get(name), kind):
+            return f"field {name!r} is missing or not {'an object' if kind is dict else 'a string'}"
+    if rec["run_id"] != run_id(rec["key"]):
+        return f"run_id {rec['run_id']} is not the hash of its key"
+    found = _accuracy_problem(rec)
+    if found:
+        return found
+    if "digest" in rec and rec["digest"] != record_digest(rec):
+        return "its fields do not match its digest (edited after it was written)"
+    return None
+
+
 # ---------------------------------------------------------------- store
 class RunStore:
     """One ``runs.jsonl``: load finished runs, append one run atomically (module docstring)."""
@@ -124,10 +176,24 @@ class RunStore:
         """Every valid run record (a JSON object with a ``run_id``) in file order."""
         return [rec for rec in self.lines() if "run_id" in rec]
 
-    def load(self) -> dict:
-        """``{run_id: record}`` of the finished runs (the first record of an id wins)."""
+    def load(self, check: str | None = None, log=None) -> dict:
+        """``{run_id: record}`` of the finished runs (the first record of an id wins).
+
+        ``check`` validates every record (:func:`record_problem`): ``"strict"`` makes an
+        invalid one a one-line ``FPEError`` naming the file, the run and the problem;
+        ``"skip"`` leaves it out (said through ``log``), so that it is run again; ``None``
+        takes the records as they are.
+        """
         done = {}
         for rec in self.records():
+            problem = record_problem(rec) if check else None
+            if problem:
+                msg = f"{self.path}: run {rec.get('run_id')}: {problem}"
+                if check == "strict":
+                    raise FPEError(msg + "; delete that line to run it again")
+                if log is not None:
+                    log(msg + "; not reused")
+                continue
             done.setdefault(rec["run_id"], rec)
         return done
 
@@ -202,8 +268,11 @@ def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",), same_if
         try:
             with open(meta_path) as f:
                 old = json.load(f)
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise FPEError(f"{meta_path} is unreadable ({exc}); move it away or use another --out") from exc
+        if not isinstance(old, dict) or not isinstance(old.get("config", {}), dict):
+            raise FPEError(f"{meta_path} is not a sweep description (a JSON object with a 'config' object); "
+                           "move it away or use another --out")
         old_sig = dict(old.get("config", {}))
         old_sig.pop("trials", None)
         diff = sorted(k for k in set(old_sig) | set(new_sig) if old_sig.get(k) != new_sig.get(k))
@@ -212,10 +281,7 @@ def open_sweep_dir(out_dir, meta: dict, signature: dict, same=("kind",), same_if
         if diff:
             raise FPEError(f"{out_dir} holds a sweep with other settings ({', '.join(diff)} differ); "
                            "use another --out")
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2, default=list)
-    os.replace(tmp, meta_path)
+    write_json_atomic(meta_path, meta)
     return RunStore(os.path.join(out_dir, STORE_NAME))
 
 
@@ -247,11 +313,32 @@ class _OneThreadSpawnContext(type(multiprocessing.get_context("spawn"))):
     Process = _OneThreadSpawnProcess
 
 
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Runs in each worker as it starts: the worker exits as soon as its parent is gone.
+
+    A pool's workers otherwise outlive a parent killed with ``kill -9`` (nothing tells them),
+    and go on computing runs whose results nobody stores. A daemon thread checks twice a
+    second whether the parent's pid is still the worker's parent.
+    """
+    import threading
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(poll_s)
+
+    if os.getppid() != parent_pid:  # the parent died before this worker got here
+        os._exit(1)
+    threading.Thread(target=watch, name="fpe-parent-watch", daemon=True).start()
+
+
 def local_executor(jobs: int) -> cf.Executor:
-    """``jobs`` local worker processes (spawned, one BLAS and one numba thread each)."""
-    if not isinstance(jobs, int) or jobs < 1:
+    """``jobs`` local worker processes (spawned, one BLAS and one numba thread each, gone with the parent)."""
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise FPEError(f"--jobs must be a positive integer, got {jobs!r}")
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_OneThreadSpawnContext())
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_OneThreadSpawnContext(),
+                                  initializer=_exit_with_parent, initargs=(os.getpid(),))
 
 
 def dask_executor(address: str):
@@ -267,11 +354,23 @@ def dask_executor(address: str):
                        "(or pip install 'dask[distributed]')") from exc
     if not address:
         raise FPEError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
+    check_scheduler_address(address)
     try:
         client = Client(address, timeout="30s")
     except OSError as exc:
         raise FPEError(f"cannot reach the Dask scheduler at {address}: {exc}") from exc
     return client.get_executor(), client
+
+
+def check_scheduler_address(address: str) -> str:
+    """``address`` if it reads as a Dask scheduler address (``[protocol://]host:port``), else ``FPEError``."""
+    import re
+
+    m = re.fullmatch(r"(?:(tcp|tls|inproc|ucx|ws|wss)://)?(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})", address or "")
+    if m is None or not 0 < int(m.group(3)) < 65536:
+        raise FPEError(f"--scheduler {address!r} is not a Dask scheduler address (protocol://host:port, "
+                       "e.g. tcp://10.0.0.1:8786)")
+    return address
 
 
 def executor_workers(executor) -> int:
@@ -290,56 +389,6 @@ def executor_workers(executor) -> int:
     return 4
 
 
-# ---------------------------------------------------------------- progress
-@dataclass
-class LineProgress:
-    """A line-based progress bar (readable in a ``nohup`` log): runs done / total and ETA.
-
-    The ETA is this invocation's rate (runs finished here per wall second) applied to the
-    runs left; runs found finished in the store do not count towards the rate.
-    """
-
-    total: int
-    done: int = 0  # finished before this invocation (resume) or reused
-    label: str = "sweep"
-    stream: object = None
-    min_interval: float = 0.0  # seconds between lines (the last line is always printed)
-    _t0: float = field(default_factory=time.monotonic)
-    _new: int = 0
-    _last: float = -1e9
-
-    def _fmt(self, s):
-        s = int(round(s))
-        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-    def line(self) -> str:
-        el = time.monotonic() - self._t0
-        left = self.total - self.done
-        if self._new and left:
-            eta = self._fmt(el / self._new * left)
-        else:
-            eta = "0:00:00" if not left else "?"
-        pct = 100.0 * self.done / self.total if self.total else 100.0
-        return (f"[{self.label}] {self.done}/{self.total} runs done ({pct:.0f}%), "
-                f"{self._new} in this process, elapsed {self._fmt(el)}, ETA {eta}")
-
-    def start(self):
-        self._t0 = time.monotonic()
-        self._print(force=True)
-
-    def update(self, n=1, note=""):
-        self.done += n
-        self._new += n
-        self._print(force=self.done >= self.total, note=note)
-
-    def _print(self, force=False, note=""):
-        now = time.monotonic()
-        if not force and now - self._last < self.min_interval:
-            return
-        self._last = now
-        print(self.line() + (f"  {note}" if note else ""), file=self.stream or sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------- the runner
 def _timed_call(fn, key):
     """Runs in the worker: ``fn(key)`` plus where and how long (the timing fields)."""
@@ -352,6 +401,7 @@ def _timed_call(fn, key):
 
 def make_record(key: dict, result: dict, timing: dict, kind: str) -> dict:
     rec = {"run_id": run_id(key), "sweep": kind, "key": key, **result}
+    rec["digest"] = record_digest(rec)
     rec.update(timing)
     rec["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     return rec
@@ -389,11 +439,13 @@ def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=Non
         ``None``: run serially in this process.
     window : int, optional
         Runs in flight at most (default twice the executor's workers).
-    progress : LineProgress-like, optional
+    progress : fpe_ref.experiments.progress.Progress, optional
         ``start()``, then ``update(n)`` after each finished run (its ``total``/``done`` are set here).
     lookup : iterable of RunStore
-        Other stores whose finished runs with the same key are copied into ``store`` (with
-        ``reused_from``) instead of being run again.
+        Other stores (``--reuse-from``) whose finished runs with the same key are copied into
+        ``store`` (with ``reused_from``) instead of being run again; a record there that is
+        not valid (:func:`record_problem`: edited by hand, accuracies out of range, fields
+        missing) is run here instead.
     log : callable(str), optional
 
     Raises
@@ -408,7 +460,7 @@ def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=Non
         if rid not in seen:
             seen.add(rid)
             plan.append((rid, key))
-    done = store.load()
+    done = store.load(check="strict")
     records = {rid: done[rid] for rid, _ in plan if rid in done}
     already = len(records)
     reused = 0
@@ -416,7 +468,7 @@ def run_sweep(keys, fn, store: RunStore, *, kind: str, executor=None, window=Non
     for other in lookup:
         if not todo or os.path.abspath(other.path) == os.path.abspath(store.path):
             continue
-        found = other.load()
+        found = other.load(check="skip", log=log)
         keep = []
         for rid, key in todo:
             if rid in found and canonical(found[rid].get("key")) == canonical(key):

@@ -113,3 +113,23 @@ def linfit(x, y) -> dict:
     ss_tot = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else math.nan
     return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": n}
+
+
+def difference_in_se(a, b) -> dict:
+    """``mean(a) - mean(b)`` in units of its standard error ``sqrt(SE(a)^2 + SE(b)^2)``.
+
+    Two independent sets of trials (a run and the committed reference). Returns
+    ``{"diff", "se", "z", "n_a", "n_b"}``; ``se`` and ``z`` are NaN where either side has fewer
+    than two values, and ``z`` is 0 where the difference and its SE are both 0 (identical
+    constant samples).
+    """
+    sa, sb = mean_sd_se(a), mean_sd_se(b)
+    diff = sa["mean"] - sb["mean"]
+    se = math.sqrt(sa["se"] ** 2 + sb["se"] ** 2)
+    if math.isnan(se):
+        z = math.nan
+    elif se == 0:
+        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    else:
+        z = diff / se
+    return {"diff": diff, "se": se, "z": z, "n_a": sa["n"], "n_b": sb["n"]}

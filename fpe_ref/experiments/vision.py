@@ -62,6 +62,7 @@ from fpe_ref.rewire import RewireSchedule, RewiringAdam
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import stats, trainers
+from fpe_ref.experiments.outputs import code_version, open_output
 from fpe_ref.experiments.runs import STORE_NAME, RunStore, open_sweep_dir, run_sweep
 from fpe_ref.train import TrainConfig, TrialSummary
 
@@ -389,26 +390,6 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
     return rec
 
 
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """The git commit of the code that runs (``+dirty`` when fpe_ref/ has local edits), or "unknown".
-
-    Recorded in every run (not in its key): the key fixes the settings, not the code, and a
-    change to, e.g., how a random split consumes its stream changes the numbers of a seed.
-    """
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=here, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (commit or "unknown") + ("+dirty" if dirty else "")
-
-
 def vision_run(key: dict) -> dict:
     """The per-run function shipped to the sweep workers (``runs.run_sweep``)."""
     if key.get("trainer") not in trainers.key_names(KIND):
@@ -448,8 +429,9 @@ def run_vision_sweep(cfg: VisionConfig, hiddens, out_dir, *, meta=None, executor
             if cfg.layers > 3:
                 check_alpha(alpha, min(int(h) for h in hiddens))
     # the data's fingerprint: resuming onto other data under the same path is refused
-    store = open_store(out_dir, cfg, dict(meta or {}, data_sha1=data_fingerprint(data)))
-    return run_sweep(keys, vision_run, store, kind=KIND, executor=executor, progress=progress, log=log)
+    with open_output(out_dir, {"kind": KIND, **cfg.signature()}):
+        store = open_store(out_dir, cfg, dict(meta or {}, data_sha1=data_fingerprint(data)))
+        return run_sweep(keys, vision_run, store, kind=KIND, executor=executor, progress=progress, log=log)
 
 
 def data_fingerprint(data) -> str:

@@ -168,7 +168,7 @@ def test_cli_bad_input_is_one_fpe_error(tmp_path, args, match):
     assert "\n" not in str(r.exception)
 
 
-def test_no_reuse_recomputes_what_a_sibling_sweep_finished(tmp_path):
+def test_runs_are_computed_unless_reuse_from_names_a_sweep(tmp_path):
     from fpe_ref.commands import fpe
 
     def sweep(name, *extra):
@@ -179,10 +179,11 @@ def test_no_reuse_recomputes_what_a_sibling_sweep_finished(tmp_path):
         return res.output, {r["run_id"]: r for r in RunStore(tmp_path / name / "runs.jsonl").records()}
 
     out_a, a = sweep("a")
-    out_b, b = sweep("b")
-    out_c, c = sweep("c", "--no-reuse")
+    out_b, b = sweep("b")  # a sibling folder: nothing is copied from it unasked
+    out_c, c = sweep("c", "--reuse-from", str(tmp_path / "a"))
     n = len(a)
-    assert f"{n} reused from other sweeps, 0 run now" in out_b
-    assert f"0 reused from other sweeps, {n} run now" in out_c
-    assert all(b[k].get("reused_from") for k in b) and not any(c[k].get("reused_from") for k in c)
+    assert f"0 copied with --reuse-from, {n} run now" in out_b
+    assert f"{n} copied with --reuse-from, 0 run now" in out_c
+    assert all(c[k].get("reused_from") for k in c) and not any(b[k].get("reused_from") for k in b)
+    assert {k: strip_timing(r) for k, r in a.items()} == {k: strip_timing(r) for k, r in b.items()}
     assert {k: strip_timing(r) for k, r in a.items()} == {k: strip_timing(r) for k, r in c.items()}

@@ -105,3 +105,58 @@ def test_run_case_study_refuses_a_trainer_before_any_work(tmp_path):
     assert not out.exists()  # refused before any file was written
     with pytest.raises(FPEError, match="unknown trainer 'cuda'"):
         run_case_study(_tiny_config(), out, log=lambda s: None, trainer="cuda")
+
+
+# ---------------------------------------------------------------- one folder, kills, fresh folders
+def test_two_seeds_cannot_be_mixed_in_one_folder(tmp_path):
+    out = tmp_path / "cs"
+    run(TINY + ["--out", str(out)])
+    before = (out / "trials.jsonl").read_bytes()
+    res = CliRunner().invoke(fpe, ["reproduce", "case-study", *TINY, "--seed", "7", "--out", str(out)])
+    assert isinstance(res.exception, FPEError) and "seed: 0 -> 7" in str(res.exception)
+    assert (out / "trials.jsonl").read_bytes() == before
+
+
+def test_default_folder_is_fresh_under_runs_and_a_rerun_resumes_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = run(TINY)
+    folder = next(line.split(" -> ")[1] for line in first.splitlines() if line.startswith("case study:"))
+    assert folder.startswith("runs/case-study/") and (tmp_path / folder / "provenance.json").exists()
+    assert "resuming: 2 finished trial(s)" in run(TINY)
+    other = run(TINY + ["--seed", "1"])
+    assert folder not in other and "resuming" not in other
+
+
+SLOW = ["--trials", "4", "--dense-epochs", "150", "--fpe-epochs", "150", "--n-samples", "4000",
+        "--trainer", "numpy"]
+
+
+def _records(path):
+    return {r["trial"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def test_kill_9_mid_run_loses_only_the_trial_in_progress_and_the_same_command_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    cmd = [sys.executable, "-c", "from fpe_ref.commands import main; main()", "reproduce", "case-study", *SLOW]
+    whole = tmp_path / "whole"
+    subprocess.run(cmd + ["--out", str(whole)], check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = killed / "trials.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (store.exists() and store.read_text().count("\n") >= 1):
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = _records(store)
+    assert 1 <= len(kept) < 4, "the kill did not land mid-run"
+    res = subprocess.run(cmd + ["--out", str(killed)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"resuming: {len(kept)} finished trial(s)" in res.stdout + res.stderr
+    a, b = _records(whole / "trials.jsonl"), _records(store)
+    assert sorted(a) == sorted(b) == [0, 1, 2, 3]
+    assert all(a[t] == b[t] for t in a)
+    assert json.loads((whole / "summary.json").read_text()) == json.loads((killed / "summary.json").read_text())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 
 import pytest
 
@@ -16,7 +17,6 @@ from fpe_ref.errors import FPEError
 from fpe_ref.experiments import boolean as bs
 from fpe_ref.experiments.runs import (
     TIMING_FIELDS,
-    LineProgress,
     RunStore,
     canonical,
     local_executor,
@@ -192,30 +192,59 @@ def test_dask_executor_on_a_local_cluster(tmp_path):
     _compare(tmp_path / "serial", tmp_path / "dask")
 
 
-def test_finished_runs_of_a_sibling_sweep_are_reused(tmp_path):
+def test_finished_runs_of_a_named_sweep_are_reused(tmp_path):
     sweep(tmp_path / "a")
     calls = Killer()
-    res = bs.run_boolean_sweep(QUICK, tmp_path / "b", GRIDS, quick=True, run_fn=calls, log=lambda s: None)
+    res = bs.run_boolean_sweep(QUICK, tmp_path / "b", GRIDS, quick=True, run_fn=calls, log=lambda s: None,
+                               lookup=[RunStore(tmp_path / "a" / "runs.jsonl")])
     assert calls.calls == [] and res.reused == res.total
     b = RunStore(tmp_path / "b" / "runs.jsonl").records()
     assert all(r["reused_from"].endswith(os.path.join("a", "runs.jsonl")) for r in b)
     _compare(tmp_path / "a", tmp_path / "b")
 
 
+def test_a_sibling_sweep_is_not_reused_unasked(tmp_path):
+    sweep(tmp_path / "a")
+    calls = Killer()
+    res = bs.run_boolean_sweep(QUICK, tmp_path / "b", GRIDS, quick=True, run_fn=calls, log=lambda s: None)
+    assert res.reused == 0 and len(calls.calls) == res.total
+
+
+def _edit_first(path, edit):
+    lines = path.read_text().splitlines()
+    rec = json.loads(lines[0])
+    edit(rec)
+    path.write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    return rec
+
+
+def test_a_hand_edited_record_is_not_reused_but_computed(tmp_path):
+    sweep(tmp_path / "a")
+    path = tmp_path / "a" / "runs.jsonl"
+    # a valid accuracy, but not the one the run computed
+    rec = _edit_first(path, lambda r: r["models"]["clause"]["after"].update(test_acc=0.999))
+    said = []
+    calls = Killer()
+    res = bs.run_boolean_sweep(QUICK, tmp_path / "b", GRIDS, quick=True, run_fn=calls, log=said.append,
+                               lookup=[RunStore(path)])
+    assert res.reused == res.total - 1 and len(calls.calls) == 1
+    assert any("do not match its digest" in s and rec["run_id"] in s for s in said)
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r.pop("key"), "field 'key' is missing"),
+    (lambda r: r.update(run_id="0" * 16), "is not the hash of its key"),
+    (lambda r: r["models"]["dense"]["after"].update(test_acc=1.5), "test_acc = 1.5 is not an accuracy"),
+    (lambda r: r["models"]["dense"]["after"].update(test_acc="high"), "test_acc = 'high' is not an accuracy"),
+])
+def test_an_invalid_record_in_the_own_store_is_one_line_error(tmp_path, edit, problem):
+    sweep(tmp_path / "a")
+    _edit_first(tmp_path / "a" / "runs.jsonl", edit)
+    with pytest.raises(FPEError, match=re.escape(problem)):
+        sweep(tmp_path / "a")
+
+
 # ---------------------------------------------------------------- progress and workers
-def test_progress_line_counts_and_eta():
-    import io
-
-    buf = io.StringIO()
-    p = LineProgress(total=10, done=4, label="t", stream=buf)
-    p.start()
-    p.update(1)
-    p.update(1)
-    out = buf.getvalue().splitlines()
-    assert out[0].startswith("[t] 4/10 runs done (40%), 0 in this process") and out[0].endswith("ETA ?")
-    assert out[-1].startswith("[t] 6/10 runs done (60%), 2 in this process") and "ETA 0:00:00" in out[-1]
-
-
 def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
     """Workers start with one numba / BLAS thread; the parent's environment is never changed.
 
@@ -231,3 +260,54 @@ def test_local_workers_use_one_numba_thread_and_leave_the_parent_alone():
         for name in names:
             assert ex.submit(os.getenv, name).result() == (before[name] or "1"), name
     assert {name: os.environ.get(name) for name in names} == before
+
+
+def _children(pid):
+    """Pids whose parent is ``pid`` (from /proc), zombies left out."""
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                out.append(int(name))
+    return out
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads the process table from /proc")
+def test_workers_exit_when_their_parent_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from fpe_ref.commands import main; main()", "sweep", "boolean",
+                             "--grid", "tables", "--trials", "1", "--dense-epochs", "400", "--fpe-epochs", "400",
+                             "--n-samples", "4000", "--jobs", "2", "--out", str(tmp_path / "s")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.2)
+            # the pool's workers (spawned) run "from multiprocessing.spawn import spawn_main"
+            workers = [p for p in _children(proc.pid) if b"spawn_main" in open(f"/proc/{p}/cmdline", "rb").read()]
+        assert len(workers) == 2, "the sweep's two workers did not start"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(map(_alive, workers)):
+        time.sleep(0.1)
+    assert not any(map(_alive, workers)), "workers outlived their killed parent"

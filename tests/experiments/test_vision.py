@@ -191,7 +191,7 @@ def test_cli_other_settings_refused(emb, tmp_path):
              "--no-baselines"] + TINY)
     res = CliRunner().invoke(_cli(), ["reproduce", "embeddings", "--data", str(emb), "--hidden", "4", "--out",
                                       str(out), "--no-baselines", "--no-gram", "--l2", "0.01"] + TINY)
-    assert res.exit_code != 0 and "other settings" in str(res.exception)
+    assert res.exit_code != 0 and "other options (train.l2: 1e-05 -> 0.01)" in str(res.exception)
 
 
 def test_cli_data_path_is_absolute_and_changed_data_is_refused(emb, tmp_path, monkeypatch):
