@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from fpe_ref.data.fashion_mnist import DEFAULT_DATA_DIR
 from fpe_ref.errors import FPEError
 from fpe_ref.mlp import MLP
+from fpe_ref.experiments.runs import strip_timing
 from fpe_ref.experiments.vision import (VisionConfig, load_records, parse_variant, per_class_accuracy, run_one,
                                        summarize, vision_train_config)
 
@@ -322,3 +323,16 @@ def test_numba_trainer_refuses_what_it_cannot_train_before_any_run(emb, kw, matc
 def test_unknown_trainer_is_refused(emb):
     with pytest.raises(FPEError, match="trainer must be one of"):
         tiny_cfg(emb, trainer="cuda")
+
+
+def test_records_are_bitwise_equal_for_any_jobs(tmp_path):
+    """--jobs 1 and --jobs 2 give the same records to the last bit (784 inputs: BLAS products big
+    enough to be threaded where a run computes with more than one BLAS thread)."""
+    data = write_fmnist(tmp_path, n_train=2000, n_test=200)
+    recs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"j{jobs}"
+        _invoke(["reproduce", "fashion-mnist", "--data-dir", str(data), "--hidden", "4", "--hidden", "8",
+                 "--trials", "1", "--pretrain-epochs", "1", "--post-epochs", "1", "--jobs", jobs, "--out", str(out)])
+        recs[jobs] = {r["run_id"]: strip_timing(r) for r in load_records(out)}
+    assert len(recs["1"]) == 2 and recs["1"] == recs["2"]
