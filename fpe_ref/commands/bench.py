@@ -7,6 +7,7 @@ Thin: builds a :class:`fpe_ref.experiments.bench.BenchConfig`, calls
 from __future__ import annotations
 
 import os
+import time
 
 import click
 
@@ -15,13 +16,12 @@ from fpe_ref.commands import options as opt
 
 @click.command("bench")
 @opt.quick("fewer repetitions and a 100 + 100-epoch case study (several minutes on 2 shared cores, most of it "
-           "the PyTorch loop; add --no-torch to skip it); writes to results/bench-quick")
+           "the PyTorch loop; add --no-torch to skip it); never written under results/")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
 @opt.dtype(multiple=True, note="repeatable; default both")
 @click.option("--no-torch", is_flag=True, help="Skip PyTorch even when it is installed.")
-@opt.out(note="default results/bench; --quick: results/bench-quick, so that a quick run never replaces "
-                   "the committed full one")
+@opt.out(note="default: a new runs/bench/<date-time>/ for every run; the committed reference: results/bench")
 def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     """ms per training step: dense parent vs FPE (alpha 2, 4, 8) masked-dense NumPy vs sparse numba.
 
@@ -39,12 +39,19 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     if dtypes:
         kw["dtypes"] = tuple(dtypes)
     cfg = BenchConfig.make(quick=quick, **kw)
-    out_dir = out_dir or ("results/bench-quick" if quick else "results/bench")
+    from fpe_ref.experiments.outputs import RUNS_DIR, open_output, resolve_out
+
+    # every benchmark is a new measurement: a folder of its own, named by when it started
+    out_dir = resolve_out(out_dir or os.path.join(RUNS_DIR, "bench", time.strftime("%Y%m%d-%H%M%S")), "bench", {}, quick)
+    click.echo(f"bench -> {out_dir}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load >= (os.cpu_count() or 1):
         click.echo(f"warning: load average {load:.1f} >= {os.cpu_count()} cores: other jobs share the CPU, so the "
                    "timings below are indicative only (consider --threads 1)", err=True)
-    rec = run_bench(cfg, out_dir, log=click.echo)
+    from dataclasses import asdict
+
+    with open_output(out_dir, {"command": "bench", **asdict(cfg)}, replace=True):
+        rec = run_bench(cfg, out_dir, log=click.echo)
     env = rec["environment_before"]
     click.echo("")
     click.echo(table(rec["steps"]))

@@ -10,7 +10,7 @@ import click
 from fpe_ref.commands import options as opt
 from fpe_ref.errors import check_int
 
-DEFAULT_OUT = os.path.join("results", "theory")
+REFERENCE = os.path.join("results", "theory")  # the committed reference, written only when --out names it
 
 
 @click.group(short_help="Sec. 2.5 / A.5: clause coverage and the collision ratio, checked numerically.")
@@ -28,7 +28,7 @@ def theory():
 @opt.quick("a small grid and budgets, a few seconds; for tests and CI")
 @opt.seed
 @opt.jobs(2)
-@opt.out(DEFAULT_OUT)
+@opt.out(note="the committed reference: results/theory")
 def check(quick, seed, jobs, out_dir):
     """Compare every closed form with its simulation over the grid; exit 1 if any check fails.
 
@@ -39,15 +39,20 @@ def check(quick, seed, jobs, out_dir):
     """
     from fpe_ref.theory.check import CheckConfig, format_report, run_check, write_report  # scipy.stats: import only when run
 
+    from fpe_ref.experiments.outputs import open_output, resolve_out
+
     config = (CheckConfig.quick_config if quick else CheckConfig)(seed=check_int("seed", seed, 0), jobs=jobs)
+    folder = {"command": "theory", "quick": bool(quick), "seed": seed}  # check and plot share a folder
+    out_dir = resolve_out(out_dir, "theory", folder, quick)
+    click.echo(f"theory check -> {out_dir}")
     t0 = time.perf_counter()
-    report = run_check(config, echo=click.echo)
-    text = format_report(report)
-    click.echo(text)
-    os.makedirs(out_dir, exist_ok=True)
-    write_report(report, os.path.join(out_dir, "check.json"))
-    with open(os.path.join(out_dir, "check.txt"), "w") as fh:
-        fh.write(text + "\n")
+    with open_output(out_dir, folder):
+        report = run_check(config, echo=click.echo)
+        text = format_report(report)
+        click.echo(text)
+        write_report(report, os.path.join(out_dir, "check.json"))
+        with open(os.path.join(out_dir, "check.txt"), "w") as fh:
+            fh.write(text + "\n")
     click.echo(f"wrote {os.path.join(out_dir, 'check.json')} and check.txt ({time.perf_counter() - t0:.1f} s in all)")
     if report["n_failed"]:
         raise click.ClickException(f"{report['n_failed']} of {report['n_checks']} theory checks failed")
@@ -57,13 +62,17 @@ def check(quick, seed, jobs, out_dir):
 @opt.quick("fewer panels and simulations, seconds; for tests")
 @opt.seed
 @opt.jobs(2)
-@opt.out(DEFAULT_OUT)
+@opt.out(note="the committed reference: results/theory")
 def plot(quick, seed, jobs, out_dir):
     """Draw coverage against r and the collision ratio against alpha (k = 2, 3, 4) into OUT/*.png."""
+    from fpe_ref.experiments.outputs import open_output, resolve_out
     from fpe_ref.theory.plot import run_plot
 
+    folder = {"command": "theory", "quick": bool(quick), "seed": seed}
+    out_dir = resolve_out(out_dir, "theory", folder, quick)
     t0 = time.perf_counter()
-    paths = run_plot(out_dir, seed=check_int("seed", seed, 0), jobs=jobs, quick=quick, echo=click.echo)
+    with open_output(out_dir, folder):
+        paths = run_plot(out_dir, seed=check_int("seed", seed, 0), jobs=jobs, quick=quick, echo=click.echo)
     for p in paths:
         click.echo(f"wrote {p}")
     click.echo(f"{time.perf_counter() - t0:.1f} s")

@@ -284,13 +284,19 @@ class FolderLock:
 
 
 @contextlib.contextmanager
-def open_output(out_dir, config: dict, ignore=()):
+def open_output(out_dir, config: dict, ignore=(), replace: bool = False):
     """Lock ``out_dir``, refuse another configuration there, record this invocation; yields ``out_dir``.
 
     ``ignore`` names top-level configuration fields that may change between invocations of one
-    folder (``trials``: more trials extend a run).
+    folder (``trials``: more trials extend a run). ``replace``: the command rewrites the whole
+    folder each time (a benchmark, a theory check), so another configuration replaces the
+    provenance instead of being refused.
     """
     with FolderLock(out_dir):
-        check_config(out_dir, config, ignore)
+        if replace:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(out_dir, PROVENANCE))
+        else:
+            check_config(out_dir, config, ignore)
         record_invocation(out_dir, config)
         yield out_dir

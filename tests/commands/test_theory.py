@@ -41,3 +41,15 @@ def test_plot_quick_cli(tmp_path):
     assert res.exit_code == 0, res.output
     for f in ("coverage_vs_r.png", "collision_ratio_vs_alpha.png", "paper_settings.png", "plot_data.json"):
         assert (tmp_path / f).stat().st_size > 1000, f
+
+
+def test_quick_check_writes_a_fresh_folder_and_never_the_reference(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1"])
+    assert res.exit_code == 0, res.output
+    folder = res.output.splitlines()[0].split(" -> ")[1]
+    assert folder.startswith("runs/theory/") and (tmp_path / folder / "check.json").exists()
+    assert (tmp_path / folder / "provenance.json").exists()
+    res = CliRunner().invoke(theory, ["check", "--quick", "--jobs", "1", "--out", "results/theory"])
+    assert res.exit_code != 0 and "--quick never writes under results/" in str(res.exception)
+    assert not (tmp_path / "results").exists()
