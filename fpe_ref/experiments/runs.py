@@ -347,14 +347,14 @@ def dask_executor(address: str):
     Needs the optional extra ``dask[distributed]``; the workers must be able to import fpe_ref.
     Close the client when done.
     """
+    if not address:
+        raise FPEError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
+    check_scheduler_address(address)
     try:
         from distributed import Client
     except ImportError as exc:
         raise FPEError("--executor dask needs the optional extra: pip install 'fpe-ref[dask]' "
                        "(or pip install 'dask[distributed]')") from exc
-    if not address:
-        raise FPEError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.1:8786)")
-    check_scheduler_address(address)
     try:
         client = Client(address, timeout="30s")
     except OSError as exc:

@@ -311,3 +311,26 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path):
     while time.monotonic() < deadline and any(map(_alive, workers)):
         time.sleep(0.1)
     assert not any(map(_alive, workers)), "workers outlived their killed parent"
+
+
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '"a string"', '{"config": [1]}', "{not json", "\xff\xfe"])
+def test_a_malformed_sweep_json_is_one_line_error(tmp_path, text):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "sweep.json").write_bytes(text.encode("latin-1"))
+    with pytest.raises(FPEError, match=r"sweep\.json (is not a sweep description|is unreadable)"):
+        sweep(tmp_path / "s")
+
+
+@pytest.mark.parametrize("address", ["notanaddress", "tcp://host", "http://host:8786", "host:99999", ""])
+def test_a_scheduler_that_is_not_an_address_is_refused_before_connecting(address):
+    from fpe_ref.experiments.runs import check_scheduler_address
+
+    with pytest.raises(FPEError, match="is not a Dask scheduler address"):
+        check_scheduler_address(address)
+
+
+def test_scheduler_addresses_that_are_accepted():
+    from fpe_ref.experiments.runs import check_scheduler_address
+
+    for address in ("tcp://10.0.0.1:8786", "localhost:8786", "tls://[::1]:8786"):
+        assert check_scheduler_address(address) == address
