@@ -38,11 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from fpe_ref import splits
-from fpe_ref.errors import FPEError, check_int
+from fpe_ref.errors import FPEError, check_int, check_memory
 from fpe_ref.mlp import MLP, Ledger
 from fpe_ref.optim import Adam
 
 SPLITS = ("random", "clause", "gram", "two-four")
+CANDIDATE_BYTES = 48  # memory per prune candidate: its position (2 int64), |w|, tie key, sort order
 
 
 @dataclass
@@ -123,6 +124,8 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     """
     from fpe_ref.rng import as_rng
 
+    if not isinstance(model, MLP):
+        raise FPEError(f"model must be an fpe_ref.MLP, got {type(model).__name__}")
     explicit = not isinstance(split, str)
     if rng is None and not (explicit and tie_key is not None):
         raise FPEError("expand needs a seed or numpy Generator (rng=...) for its split and tie-breaking")
@@ -140,6 +143,10 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     ledger_parent = model.ledger()
     M_old = model.masks.get(nW, np.ones_like(W, dtype=bool))
     Mn_old = model.masks.get(nN, np.ones_like(Wn, dtype=bool))
+    C = Wn.shape[0]
+    candidates = int(M_old.sum()) + alpha * int(Mn_old.sum())
+    check_memory(h * alpha * d * (W.dtype.itemsize + 2) + C * h * alpha * (Wn.dtype.itemsize + 1)
+                 + CANDIDATE_BYTES * candidates, f"expanding layer {layer} ({h} x {d}) by alpha={alpha}")
 
     # 1. split: children take disjoint parts of the parent's inputs (and of its mask)
     S = split_masks_for(split, h, d, alpha, rng, groups)  # (h*alpha, d)

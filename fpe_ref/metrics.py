@@ -20,28 +20,53 @@ ranges of the paper's Table A1 (e.g. 2.74 of a possible 3 for 12 literals). A fe
 Mean cosine similarity: the average of ``cos(w_a, w_b)`` (or of ``|cos(w_a, w_b)|``) over
 pairs ``a < b`` of distinct rows of ``W1`` (the neurons' input weight vectors). Rows that are
 entirely zero (a child pruned away) are skipped, never divided by zero.
+
+Every function takes ``W1`` as a 2-D array of finite numbers (``check_weights``): NaN or inf
+would turn capacity and cosine into 0 or NaN that look like results. Group indices are
+integers in ``[0, d)`` (:func:`fpe_ref.errors.check_indices`), never truncated floats.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_indices
+
+
+def check_weights(W1, name: str = "W1") -> np.ndarray:
+    """``W1`` as a 2-D ndarray ``(h, d)`` of finite numbers, or a one-line FPEError naming it."""
+    try:
+        W = np.asarray(W1)
+    except (ValueError, TypeError):
+        raise FPEError(f"{name} must be a 2-D array (h, d) of numbers, got a ragged {type(W1).__name__}") from None
+    if W.dtype.kind not in "biuf":
+        raise FPEError(f"{name} must be a 2-D array (h, d) of numbers, got dtype {W.dtype}")
+    if W.ndim != 2:
+        raise FPEError(f"{name} must be a 2-D array (h, d), got shape {W.shape}")
+    finite = np.isfinite(W)
+    if not finite.all():
+        r, c = np.argwhere(~finite)[0]
+        raise FPEError(f"{name} contains {W[r, c]} at row {r}, column {c}: metrics of non-finite weights are undefined")
+    return W
 
 
 def gram(W1):
     """``G = W1^T W1`` (d, d): input-feature overlaps through the first layer (Sec. 3.1)."""
+    W1 = check_weights(W1)
     return W1.T @ W1
 
 
 def feature_vectors(W1, groups):
     """``V[:, i] = W1 1_{S_i}``: the hidden response to feature (clause) ``i`` alone. (h, F)."""
+    W1 = check_weights(W1)
     h, d = W1.shape
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+        raise FPEError(f"groups must be a list of index arrays (one per feature), got {groups!r}")
     V = np.zeros((h, len(groups)), dtype=W1.dtype)
     for i, idx in enumerate(groups):
-        idx = np.asarray(idx)
-        if idx.size == 0 or idx.min() < 0 or idx.max() >= d:
-            raise FPEError(f"feature group {i} is empty or has an index outside [0, {d})")
+        idx = check_indices(f"feature group {i}", idx, d)
+        if idx.size == 0:
+            raise FPEError(f"feature group {i} is empty")
         V[:, i] = W1[:, idx].sum(axis=1)
     return V
 
@@ -64,6 +89,7 @@ def mean_cosine(W1, absolute: bool = False):
     values (0.1 to 0.38, never negative) look unsigned, so the Boolean sweep records both.
     NaN when fewer than two rows are non-zero.
     """
+    W1 = check_weights(W1)
     norms = np.linalg.norm(W1, axis=1)
     keep = norms > 0
     U = W1[keep] / norms[keep, None]

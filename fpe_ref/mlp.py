@@ -9,19 +9,23 @@ Parameters live in one ordered dict ``params`` with PyTorch-like names and shape
 ``masks`` maps a weight name to a boolean array of its shape; weights without an entry are
 dense. Invariant (checked in tests): ``W[~mask] == 0.0`` exactly, after construction,
 after every optimizer step and after every load.
+
+Bad input is a one-line ``FPEError``: sizes that are not positive integers or do not fit in
+memory, non-float dtypes, inputs ``X`` that are not ``(n, d)`` finite numbers, labels ``y``
+that are not ``(n,)`` class indices (:meth:`MLP.check_inputs`, :meth:`MLP.check_labels`),
+and model files that are damaged (read by :mod:`fpe_ref.data.npz`).
 """
 
 from __future__ import annotations
 
 import json
-import zipfile
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from fpe_ref import layers
-from fpe_ref.errors import FPEError
+from fpe_ref.data.npz import read_npz
+from fpe_ref.errors import FPEError, check_int, check_memory
 from fpe_ref.rng import as_rng
 
 FORMAT_VERSION = 1
@@ -33,6 +37,53 @@ def _weight(l):
 
 def _bias(l):
     return f"b{l}"
+
+
+def check_sizes(sizes) -> list:
+    """Layer widths ``[d, h1, ..., C]`` as a list of Python ints >= 1 (at least two of them).
+
+    Each width goes through :func:`~fpe_ref.errors.check_int`: ``8.5``, ``"8"`` and ``True``
+    are refused, never truncated.
+    """
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise FPEError(f"layer sizes must be a list [d, h1, ..., C] of positive integers, got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise FPEError(f"layer sizes must be >= 1 and at least [d, C], got {sizes}")
+    return [check_int(f"layer sizes[{i}]", s, 1, what="a positive integer") for i, s in enumerate(sizes)]
+
+
+def check_param_dtype(dtype) -> np.dtype:
+    """A parameter dtype: a NumPy float type (float64 by default, float32 for speed)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise FPEError(f"dtype must be a float type (float32 or float64), got {dtype!r}") from None
+    if dt.kind != "f":
+        raise FPEError(f"dtype must be a float type (float32 or float64), got {dt.name}: "
+                       "integer weights would be rounded to zero")
+    return dt
+
+
+def param_nbytes(sizes, dtype=np.float64, layer_norm: bool = False) -> int:
+    """Bytes of the parameters of an MLP of layer widths ``sizes``: weights, biases, LayerNorm.
+
+    ``sum_l (fan_in_l + 1) fan_out_l`` entries (plus ``2 h_l`` per hidden layer with
+    LayerNorm), times the dtype's item size. Training needs about four times this (the
+    gradients and Adam's two moments); pass such multiples to
+    :func:`fpe_ref.errors.check_memory` before allocating.
+    """
+    sizes = check_sizes(sizes)
+    n = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if layer_norm:
+        n += 2 * sum(sizes[1:-1])
+    return n * check_param_dtype(dtype).itemsize
+
+
+def _describe(a) -> str:
+    if isinstance(a, np.ndarray):
+        return f"an array of shape {a.shape} dtype {a.dtype}"
+    return f"a {type(a).__name__}"
 
 
 @dataclass
@@ -89,11 +140,15 @@ class MLP:
         and ``b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))``. LayerNorm: ``gamma = 1``, ``beta = 0``.
 
         ``sizes = [d, h1, ..., C]``; ``C = 1`` means a binary task (BCE-with-logits).
+        ``dtype`` is a float type. Sizes whose parameters cannot fit in the memory available
+        are refused before anything is allocated (:func:`~fpe_ref.errors.check_memory`).
         """
         rng = as_rng(rng)  # an int seed or a Generator
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or any(s < 1 for s in sizes):
-            raise FPEError(f"layer sizes must be >= 1 and at least [d, C], got {sizes}")
+        sizes = check_sizes(sizes)
+        dtype = check_param_dtype(dtype)
+        # each layer is drawn in float64, then cast: the largest float64 draw is alive beside the result
+        largest = max(b * a for a, b in zip(sizes[:-1], sizes[1:])) * 8
+        check_memory(param_nbytes(sizes, dtype, layer_norm) + largest, f"an MLP of sizes {sizes} ({dtype.name})")
         params = {}
         for l in range(1, len(sizes)):
             fan_in, fan_out = sizes[l - 1], sizes[l]
@@ -117,6 +172,13 @@ class MLP:
         return out
 
     def _validate(self):
+        for name, p in self.params.items():
+            if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
+                got = f"dtype {p.dtype}" if isinstance(p, np.ndarray) else type(p).__name__
+                raise FPEError(f"parameter {name} has {got}, expected a float ndarray")
+        for name, M in self.masks.items():
+            if not isinstance(M, np.ndarray):
+                raise FPEError(f"mask of {name} is a {type(M).__name__}, expected a bool ndarray")
         L = self.n_layers
         if L < 1:
             raise FPEError("an MLP needs at least one weight matrix W1")
@@ -178,9 +240,58 @@ class MLP:
     def mask_of(self, name):
         return self.masks.get(name)
 
+    # ------------------------------------------------------------ input checks
+    def check_inputs(self, X, name: str = "inputs X") -> np.ndarray:
+        """``X`` as an ndarray ``(n, d)`` of finite numbers, or a one-line FPEError naming ``name``.
+
+        A list is converted (``np.asarray``, never cast); a 1-D ``X``, the wrong number of
+        columns, a non-numeric dtype, or NaN / inf are refused.
+        """
+        d = self.sizes[0]
+        try:
+            X = np.asarray(X)
+        except (ValueError, TypeError):
+            raise FPEError(f"{name} must be a 2-D array (n, {d}) of numbers, got a ragged {type(X).__name__}") from None
+        if X.dtype.kind not in "biuf":
+            raise FPEError(f"{name} must be a 2-D array (n, {d}) of numbers, got dtype {X.dtype}")
+        if X.ndim != 2 or X.shape[1] != d:
+            raise FPEError(f"{name} have shape {X.shape}, the model expects (n, {d})")
+        finite = np.isfinite(X)
+        if not finite.all():
+            r, c = np.argwhere(~finite)[0]
+            raise FPEError(f"{name} contain NaN or inf (row {r}, column {c}: {X[r, c]})")
+        return X
+
+    def check_labels(self, y, n: int, name: str = "labels y") -> np.ndarray:
+        """``y`` as an ndarray ``(n,)`` of class indices in ``[0, max(2, C))``, or a one-line FPEError.
+
+        Integer or float labels holding exact integers (the Boolean tasks' 0.0 / 1.0) pass;
+        a column ``(n, 1)``, another length, fractions, NaN or a label out of range are
+        refused (``(n, 1)`` would broadcast against the ``(n,)`` predictions).
+        """
+        n_classes = max(2, self.sizes[-1])
+        try:
+            y = np.asarray(y)
+        except (ValueError, TypeError):
+            raise FPEError(f"{name} must be an array ({n},) of class indices, "
+                           f"got a ragged {type(y).__name__}") from None
+        if y.shape != (n,):
+            raise FPEError(f"{name} have shape {y.shape}, expected ({n},)")
+        if y.dtype.kind not in "biuf":
+            raise FPEError(f"{name} must be integers in [0, {n_classes}), got dtype {y.dtype}")
+        if np.any((y < 0) | (y >= n_classes) | (y != np.round(y))):
+            raise FPEError(f"{name} must be integers in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
+        return y
+
     # ------------------------------------------------------------ forward / backward
-    def forward(self, X):
-        """Logits ``(n, C)`` and the caches backprop needs."""
+    def forward(self, X, check: bool = True):
+        """Logits ``(n, C)`` and the caches backprop needs.
+
+        ``check=False`` skips :meth:`check_inputs` (the training loop checks its whole data
+        set once, not every batch).
+        """
+        if check:
+            X = self.check_inputs(X)
         caches = []
         h = X
         L = self.n_layers
@@ -209,8 +320,17 @@ class MLP:
                                                                            need_dx=l > 1)
         return {k: grads[k] for k in self.params}
 
-    def loss(self, logits, y):
-        """Data loss and ``dL/dlogits``: BCE-with-logits for C = 1, softmax cross-entropy otherwise."""
+    def loss(self, logits, y, check: bool = True):
+        """Data loss and ``dL/dlogits``: BCE-with-logits for C = 1, softmax cross-entropy otherwise.
+
+        ``logits`` is ``(n, C)`` as :meth:`forward` returns it, ``y`` the ``(n,)`` labels
+        (:meth:`check_labels`; ``check=False`` skips both checks).
+        """
+        if check:
+            C = self.sizes[-1]
+            if not isinstance(logits, np.ndarray) or logits.ndim != 2 or logits.shape[1] != C:
+                raise FPEError(f"logits must be an array (n, {C}) as forward returns them, got {_describe(logits)}")
+            y = self.check_labels(y, logits.shape[0])
         return layers.LOSSES[self.loss_name].loss(logits, y)
 
     def loss_and_grads(self, X, y):
@@ -218,13 +338,17 @@ class MLP:
         loss, dlogits = self.loss(logits, y)
         return loss, self.backward(dlogits, caches)
 
-    def predict(self, X):
+    def predict(self, X, check: bool = True):
         """Predicted labels: ``logit > 0`` (i.e. sigmoid > 0.5, A3 line 22) or argmax."""
-        logits, _ = self.forward(X)
+        logits, _ = self.forward(X, check)
         return layers.LOSSES[self.loss_name].predict(logits)
 
-    def accuracy(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y).astype(np.int64)))
+    def accuracy(self, X, y, check: bool = True) -> float:
+        """Fraction of the rows of ``X`` (n, d) predicted as their label ``y`` (n,)."""
+        if check:
+            X = self.check_inputs(X)
+            y = self.check_labels(y, X.shape[0])
+        return float(np.mean(self.predict(X, check=False) == np.asarray(y).astype(np.int64)))
 
     # ------------------------------------------------------------ bookkeeping
     def ledger(self) -> Ledger:
@@ -250,13 +374,9 @@ class MLP:
     def load(cls, path) -> "MLP":
         """Read a model written by ``save``; a mask-off weight that is not 0.0 is an error."""
         try:
-            loaded = np.load(path, allow_pickle=False)
-            if not hasattr(loaded, "files"):
-                raise ValueError("a single .npy array, not an .npz archive")
-            with loaded as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise FPEError(f"cannot read model file {path}: {exc}") from exc
+            arrays = read_npz(path)  # header-checked: a corrupt file is refused before allocating
+        except FPEError as exc:
+            raise FPEError(f"cannot read model file: {exc}") from None
         if "meta" not in arrays:
             raise FPEError(f"{path} is not an fpe-ref model file (no 'meta' entry)")
         try:
@@ -268,6 +388,8 @@ class MLP:
                                f"this fpe-ref reads {FORMAT_VERSION}")
             n_layers = len(meta["sizes"]) - 1
             layer_norm = bool(meta["layer_norm"])
+        except FPEError:
+            raise
         except (ValueError, TypeError, KeyError) as exc:  # json.JSONDecodeError is a ValueError
             raise FPEError(f"{path} has a corrupt 'meta' entry: {exc!r}") from exc
         masks = {k[5:]: v for k, v in arrays.items() if k.startswith("mask:")}
@@ -276,14 +398,14 @@ class MLP:
             params = cls._ordered(params, n_layers, layer_norm)
         except KeyError as exc:
             raise FPEError(f"{path} lacks parameter {exc}") from exc
+        bad = [k for k, v in params.items() if not np.issubdtype(v.dtype, np.floating)]
+        if bad:
+            raise FPEError(f"{path}: parameter {bad[0]} has dtype {params[bad[0]].dtype}, expected a float type")
         for name, M in masks.items():
             if M.dtype != np.bool_:
                 raise FPEError(f"{path}: mask of {name} has dtype {M.dtype}, expected bool")
             if name in params and M.shape == params[name].shape and np.any(params[name][~M] != 0):
                 raise FPEError(f"{path}: weight {name} is non-zero at masked positions (corrupt or hand-edited file)")
-        bad = [k for k, v in params.items() if not np.issubdtype(v.dtype, np.floating)]
-        if bad:
-            raise FPEError(f"{path}: parameter {bad[0]} has dtype {params[bad[0]].dtype}, expected a float type")
         try:
             model = cls(params, masks, layer_norm)
         except FPEError as exc:

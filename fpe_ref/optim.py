@@ -58,14 +58,16 @@ def penalty_loss_and_grads(params: dict, masks: dict, pen: Penalties):
 def schedule(cfg, epoch: int):
     """Alg. A3 line 8 for epoch ``epoch = 1..N``: ``(learning rate, Penalties)`` after the warm-up.
 
-    ``r = min(1, epoch / cfg.warmup_epochs)``; ``cfg.warmup`` says what ``r`` scales (the
-    paper is silent, :mod:`fpe_ref.train` lists the readings): ``"lr"`` gives ``r * lr``,
-    ``"penalty"`` gives ``r * lambda`` for every penalty, ``"none"`` leaves both unscaled.
-    ``cfg`` is a :class:`~fpe_ref.train.TrainConfig` (any object with ``lr``, ``warmup``,
-    ``warmup_epochs`` and ``penalties``). Every trainer of fpe-ref takes its epoch's
-    coefficients from here.
+    ``r = min(1, epoch / W)``; ``cfg.warmup`` says what ``r`` scales (the paper is silent,
+    :mod:`fpe_ref.train` lists the readings): ``"lr"`` gives ``r * lr``, ``"penalty"`` gives
+    ``r * lambda`` for every penalty, ``"none"`` leaves both unscaled. ``W`` is
+    ``cfg.warmup_epochs``, or the phase's own ``cfg.epochs`` where that is None (the paper's
+    N = W). ``cfg`` is a :class:`~fpe_ref.train.TrainConfig` (any object with ``lr``,
+    ``warmup``, ``warmup_epochs``, ``epochs`` and ``penalties``). Every trainer of fpe-ref
+    takes its epoch's coefficients from here.
     """
-    r = min(1.0, epoch / cfg.warmup_epochs)
+    warmup_epochs = cfg.warmup_epochs or max(cfg.epochs, 1)  # None: warm up over the whole phase
+    r = min(1.0, epoch / warmup_epochs)
     lr = cfg.lr * r if cfg.warmup == "lr" else cfg.lr
     pen = cfg.penalties.scaled(r) if cfg.warmup == "penalty" else cfg.penalties
     return lr, pen

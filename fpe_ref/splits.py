@@ -20,15 +20,42 @@ gram     (Sec. 3.3) the groups are clusters of the rows of the trained ``G = W^T
 2:4      (A.7, alpha = 2) every block of 4 consecutive inputs gives 2 to each child.
 explicit the caller's own ``(h * alpha, d)`` masks, validated to be a partition per parent.
 
-A child that would receive no inputs is an error, never a silent empty neuron.
+A child that would receive no inputs is an error, never a silent empty neuron. Sizes ``h``,
+``d``, ``alpha`` and group indices go through :func:`~fpe_ref.errors.check_int` (group
+indices through :func:`~fpe_ref.errors.check_indices`): ``8.5`` or an index ``0.5`` is
+refused, never truncated.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from fpe_ref.errors import FPEError, check_int
+from fpe_ref.errors import FPEError, check_indices, check_int
 from fpe_ref.rng import as_rng
+
+
+def _check_hd(h, d) -> tuple[int, int]:
+    """The number of parents ``h`` and of inputs ``d``, as Python ints >= 1."""
+    return check_int("h", h, 1, what="a positive integer"), check_int("d", d, 1, what="a positive integer")
+
+
+def check_groups(groups, d: int) -> list:
+    """Feature groups as a list of int64 index arrays over ``range(d)``: non-empty and disjoint.
+
+    Each index must be an integer in ``[0, d)`` (:func:`~fpe_ref.errors.check_indices`).
+    """
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__iter__"):
+        raise FPEError(f"groups must be a list of index arrays, got {groups!r}")
+    out, seen = [], np.zeros(d, dtype=bool)
+    for g, idx in enumerate(groups):
+        idx = check_indices(f"group {g}", idx, d)
+        if idx.size == 0:
+            raise FPEError(f"group {g} of the split is empty")
+        if np.any(seen[idx]) or np.unique(idx).size != idx.size:
+            raise FPEError(f"group {g} overlaps another group: groups must be disjoint")
+        seen[idx] = True
+        out.append(idx)
+    return out
 
 
 def check_alpha(alpha, fan_in: int) -> int:
@@ -49,6 +76,7 @@ def random_child_of(h: int, d: int, alpha: int, rng) -> np.ndarray:
     random order (no child index is systematically larger).
     """
     rng = as_rng(rng)  # an int seed or a Generator
+    h, d = _check_hd(h, d)
     alpha = check_alpha(alpha, d)
     order = rng.permuted(np.tile(np.arange(d), (h, 1)), axis=1)  # (h, d): random input order per parent
     ranks = rng.permuted(np.tile(np.arange(alpha), (h, 1)), axis=1)  # (h, alpha): random child order
@@ -71,6 +99,8 @@ def random_split(h: int, d: int, alpha: int, rng) -> np.ndarray:
     parents (theory/'s Monte Carlo calls it for 10^4+ parents).
     """
     rng = as_rng(rng)  # an int seed or a Generator
+    h, d = _check_hd(h, d)
+    alpha = check_alpha(alpha, d)
     child_of = random_child_of(h, d, alpha, rng)  # (h, d)
     return (child_of[:, None, :] == np.arange(alpha)[None, :, None]).reshape(h * alpha, d)
 
@@ -82,16 +112,11 @@ def group_partition(groups, d: int, alpha: int, rng) -> np.ndarray:
     as singleton groups. Returns ``child_of``, shape ``(d,)``.
     """
     rng = as_rng(rng)  # an int seed or a Generator
+    _, d = _check_hd(1, d)
     alpha = check_alpha(alpha, d)
+    groups = check_groups(groups, d)
     group_id = np.full(d, -1, dtype=np.int64)
     for g, idx in enumerate(groups):
-        idx = np.asarray(idx, dtype=np.int64)
-        if idx.size == 0:
-            raise FPEError(f"group {g} of the split is empty")
-        if idx.min() < 0 or idx.max() >= d:
-            raise FPEError(f"group {g} has an input index outside [0, {d})")
-        if np.any(group_id[idx] >= 0):
-            raise FPEError(f"group {g} overlaps another group: groups must be disjoint")
         group_id[idx] = g
     n_groups = len(groups)
     loose = np.flatnonzero(group_id < 0)
@@ -120,6 +145,9 @@ def group_split(h: int, d: int, alpha: int, groups, rng) -> np.ndarray:
     same subneuron)". Each parent draws its own assignment of groups to children.
     """
     rng = as_rng(rng)  # an int seed or a Generator
+    h, d = _check_hd(h, d)
+    alpha = check_alpha(alpha, d)
+    groups = check_groups(groups, d)
     masks = np.zeros((h * alpha, d), dtype=bool)
     for i in range(h):
         child_of = group_partition(groups, d, alpha, rng)
@@ -129,7 +157,15 @@ def group_split(h: int, d: int, alpha: int, groups, rng) -> np.ndarray:
 
 def check_partition(masks, h: int, d: int, alpha: int) -> np.ndarray:
     """Validate explicit split masks: shape ``(h * alpha, d)``, 0/1, a partition per parent."""
-    masks = np.asarray(masks)
+    h, d = _check_hd(h, d)
+    alpha = check_alpha(alpha, d)
+    try:
+        masks = np.asarray(masks)
+    except (ValueError, TypeError):
+        raise FPEError(f"explicit split masks must be an array (h*alpha, d) = ({h * alpha}, {d}), "
+                       f"got a ragged {type(masks).__name__}") from None
+    if masks.dtype.kind not in "biuf":
+        raise FPEError(f"explicit split masks must be 0/1 (or boolean), got dtype {masks.dtype}")
     if masks.shape != (h * alpha, d):
         raise FPEError(f"explicit split masks have shape {masks.shape}, expected (h*alpha, d) = ({h * alpha}, {d})")
     if masks.dtype != bool:
@@ -237,6 +273,7 @@ def two_four_split(h: int, d: int, alpha: int, rng) -> np.ndarray:
     child row holds *at most* 2 non-zeros (still valid 2:4).
     """
     rng = as_rng(rng)  # an int seed or a Generator
+    h, d = _check_hd(h, d)
     if check_alpha(alpha, d) != 2:
         raise FPEError(f"the 2:4 split is defined for alpha=2 only, got alpha={alpha}")
     if d % 4:

@@ -19,6 +19,18 @@ chooses the interpretation:
 ``"none"``
     ``r`` is computed and unused, as the pseudocode literally reads.
 
+``W`` (``TrainConfig.warmup_epochs``) defaults to the phase's own ``N`` (``epochs``), the
+paper's ``N = W``; so a phase of 200 epochs warms up over 200, never over a default 1000 it
+would not reach (its learning rate would stay below ``lr`` the whole phase). An explicit
+``warmup_epochs`` is kept as given, in every phase.
+
+Divergence
+----------
+:func:`divergence` reads a phase's :class:`History` and returns a one-line warning when the
+run cannot be trusted (final loss not finite, loss rose over the phase, or final training
+accuracy at the majority-class rate); :func:`train` emits it as an
+:class:`~fpe_ref.errors.FPEWarning`.
+
 Selection
 ---------
 A3 keeps the trial with the best *test* accuracy (lines 21-24). That choice looks at the
@@ -29,16 +41,20 @@ the sample standard deviation (ddof = 1) over trials, which do not.
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from fpe_ref.errors import FPEError, check_int
+from fpe_ref.errors import FPEError, FPEWarning, check_int
 from fpe_ref.rng import as_rng
 from fpe_ref.layers import LOSSES
+from fpe_ref.mlp import MLP
 from fpe_ref.optim import Adam, Penalties, penalty_loss_and_grads, schedule
 
 WARMUPS = ("lr", "penalty", "none")
+RISE_TOLERANCE = 0.05  # divergence(): a final loss above (1 + this) times the first epoch's has risen
+CHANCE_MARGIN = 0.01  # divergence(): a final training accuracy within this of the majority rate is chance
 
 
 @dataclass(frozen=True)
@@ -46,7 +62,7 @@ class TrainConfig:
     """Hyper-parameters of one training phase (A.3.1 defaults)."""
 
     epochs: int = 1000  # N: epochs in this phase
-    warmup_epochs: int = 1000  # W: r = min(1, e / W)
+    warmup_epochs: int | None = None  # W: r = min(1, e / W); None: W = N, this phase's own epochs
     warmup: str = "lr"  # what r scales: "lr", "penalty" or "none" (module docstring)
     batch_size: int = 500  # B
     lr: float = 1e-3  # eta
@@ -61,6 +77,8 @@ class TrainConfig:
         if self.warmup not in WARMUPS:
             raise FPEError(f"warmup must be one of {WARMUPS}, got {self.warmup!r}")
         for name in ("epochs", "warmup_epochs", "batch_size", "eval_every"):
+            if name == "warmup_epochs" and self.warmup_epochs is None:
+                continue  # resolved per phase by optim.schedule
             check_int(name, getattr(self, name), 0 if name == "epochs" else 1, what="a positive integer")
         for name in ("lr", "l1", "l2", "orth", "eps"):
             v = getattr(self, name)
@@ -89,16 +107,78 @@ class History:
 
 
 def check_data(X, y, model, name="training"):
-    """Shapes, finiteness and labels of ``(X, y)`` against ``model``; one-line errors."""
-    if X.ndim != 2 or X.shape[1] != model.sizes[0]:
-        raise FPEError(f"{name} inputs have shape {X.shape}, the model expects (n, {model.sizes[0]})")
-    if y.shape != (X.shape[0],):
-        raise FPEError(f"{name} labels have shape {y.shape}, expected ({X.shape[0]},)")
-    if not np.all(np.isfinite(X)):
-        raise FPEError(f"{name} inputs contain NaN or inf")
-    n_classes = max(2, model.sizes[-1])
-    if np.any((y < 0) | (y >= n_classes) | (y != np.round(y))):
-        raise FPEError(f"{name} labels must be integers in [0, {n_classes}), got values in [{y.min()}, {y.max()}]")
+    """Shapes, finiteness and labels of ``(X, y)`` against ``model``; one-line errors.
+
+    Returns ``(X, y)`` as ndarrays (lists converted, nothing cast): :meth:`MLP.check_inputs`
+    on ``X`` (``(n, d)``, finite) and :meth:`MLP.check_labels` on ``y`` (``(n,)``, class
+    indices).
+    """
+    if not isinstance(model, MLP):
+        raise FPEError(f"model must be an fpe_ref.MLP, got {type(model).__name__}")
+    X = model.check_inputs(X, f"{name} inputs")
+    y = model.check_labels(y, X.shape[0], f"{name} labels")
+    return X, y
+
+
+def warmup_warning(cfg: TrainConfig) -> str | None:
+    """A one-line warning when an explicit warm-up ``W`` is longer than the phase, else None.
+
+    With ``W > N`` the ramp never completes: under ``warmup="lr"`` the last epoch trains at
+    ``(N / W) lr`` (``"penalty"``: at ``N / W`` of the penalties). Leave ``warmup_epochs``
+    unset for ``W = N``.
+    """
+    W, N = cfg.warmup_epochs, cfg.epochs
+    if cfg.warmup == "none" or W is None or not 0 < N < W:
+        return None
+    share = f"{N / W:.0%}"
+    what = f"the learning rate reaches only {share} of lr" if cfg.warmup == "lr" else \
+        f"the penalties reach only {share} of their lambdas"
+    return (f"warmup_epochs={W} is longer than the phase's epochs={N}: {what} "
+            "(leave warmup_epochs unset to warm up over the phase)")
+
+
+def chance_accuracy(y) -> float:
+    """The majority-class rate of the labels ``y``: the accuracy of always predicting the commonest."""
+    _, counts = np.unique(np.asarray(y), return_counts=True)
+    return float(counts.max() / counts.sum()) if counts.size else 0.0
+
+
+def divergence(history, chance) -> str | None:
+    """A one-line warning when a training phase cannot be trusted, else None.
+
+    Parameters
+    ----------
+    history : History (or its ``to_dict()``)
+        The phase's per-epoch ``loss`` and ``train_acc``.
+    chance : float or array of labels
+        The majority-class rate, or the training labels it is computed from
+        (:func:`chance_accuracy`).
+
+    The checks, in order: the final training loss is NaN or inf; the loss rose over the
+    phase (final > ``(1 + RISE_TOLERANCE)`` times the first epoch's); the final training
+    accuracy is at most ``CHANCE_MARGIN`` above the majority-class rate. Each usually means
+    a learning rate far too large (or, for chance, too small or too few epochs). An empty
+    history (``epochs=0``) gives None.
+    """
+    get = history.get if isinstance(history, dict) else lambda k: getattr(history, k)
+    loss, acc = list(get("loss")), list(get("train_acc"))
+    if not loss:
+        return None
+    if np.ndim(chance) > 0:
+        chance = chance_accuracy(chance)
+    chance = float(chance)
+    last = float(loss[-1])
+    if not np.isfinite(last):
+        return (f"training diverged: the final training loss is {last} after {len(loss)} epochs "
+                "(lower the learning rate?)")
+    if len(loss) > 1 and last > (1 + RISE_TOLERANCE) * float(loss[0]):
+        return (f"training diverged: the training loss rose from {float(loss[0]):.4g} to {last:.4g} over "
+                f"{len(loss)} epochs (lower the learning rate?)")
+    if acc and float(acc[-1]) <= chance + CHANCE_MARGIN:
+        return (f"training stayed at chance: final training accuracy {float(acc[-1]):.4f} is not above the "
+                f"majority-class rate {chance:.4f} by more than {CHANCE_MARGIN} after {len(loss)} epochs "
+                "(learning rate too large or too small, or too few epochs?)")
+    return None
 
 
 def train_step(model, opt: Adam, Xb, yb, pen: Penalties, lr: float):
@@ -107,8 +187,8 @@ def train_step(model, opt: Adam, Xb, yb, pen: Penalties, lr: float):
     Updates ``model.params`` and ``opt`` in place; returns ``(loss incl. penalties, logits)``
     where ``logits`` are from the forward pass before the step.
     """
-    logits, caches = model.forward(Xb)
-    loss, dlogits = model.loss(logits, yb)
+    logits, caches = model.forward(Xb, check=False)  # the caller checked the data
+    loss, dlogits = model.loss(logits, yb, check=False)
     grads = model.backward(dlogits, caches)
     pen_loss, pen_grads = penalty_loss_and_grads(model.params, model.masks, pen)
     for k in grads:
@@ -158,11 +238,24 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
     Returns
     -------
     optimizer, history
+
+    Warns
+    -----
+    FPEWarning
+        Before training, when an explicit warm-up is longer than the phase
+        (:func:`warmup_warning`); after it, when :func:`divergence` finds the phase
+        untrustworthy (loss rose, or final training accuracy at chance). A loss that becomes
+        NaN or inf stops training with an FPEError.
     """
     rng = as_rng(rng)  # an int seed or a Generator
-    check_data(X, y, model)
-    if X_test is not None:
-        check_data(X_test, y_test, model, "test")
+    if not isinstance(cfg, TrainConfig):
+        raise FPEError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    X, y = check_data(X, y, model)
+    if X_test is not None or y_test is not None:
+        X_test, y_test = check_data(X_test, y_test, model, "test")
+    problem = warmup_warning(cfg)
+    if problem is not None:
+        warnings.warn(problem, FPEWarning, stacklevel=2)
     X = np.asarray(X, dtype=model.dtype)
     opt = optimizer or Adam(model.params, cfg.lr, cfg.betas, cfg.eps)
     hist = History()
@@ -174,11 +267,14 @@ def train(model, X, y, cfg: TrainConfig, rng, *, X_test=None, y_test=None, optim
         hist.train_acc.append(acc)
         if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             hist.test_epoch.append(epoch)
-            hist.test_acc.append(model.accuracy(X_test, y_test))
+            hist.test_acc.append(model.accuracy(X_test, y_test, check=False))
         if not np.isfinite(hist.loss[-1]):
             raise FPEError(f"training diverged: loss is {hist.loss[-1]} at epoch {epoch} (lower the learning rate?)")
         if on_epoch is not None:
             on_epoch(epoch, hist)
+    problem = divergence(hist, y)
+    if problem is not None:
+        warnings.warn(problem, FPEWarning, stacklevel=2)
     return opt, hist
 
 

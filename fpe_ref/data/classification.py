@@ -9,7 +9,8 @@ user's own loader) obeys the same invariants as one read from disk:
 
     X_train (n_train, d) float32/float64, finite      y_train (n_train,) int64 in 0..K-1
     X_test  (n_test,  d) same dtype and same d        y_test  (n_test,)  int64 in 0..K-1
-    n_classes = K >= 1,  len(class_names) == K,  n_train >= 1,  n_test >= 1
+    n_classes = K >= 2,  len(class_names) == K,  n_train >= 1,  n_test >= 1
+    y_train holds at least 2 distinct classes (one class is nothing to classify)
 
 The arrays are stored as given (no copy) and are not made read-only: the dataclass is frozen,
 its arrays are not.
@@ -68,7 +69,7 @@ class ClassificationData:
     source: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "n_classes", check_int("n_classes", self.n_classes, 1, what="a positive integer"))
+        object.__setattr__(self, "n_classes", check_int("n_classes", self.n_classes, 2))
         for split in ("train", "test"):
             X = getattr(self, f"X_{split}")
             y = getattr(self, f"y_{split}")
@@ -90,6 +91,11 @@ class ClassificationData:
                     f"y_{split}[{i}] = {int(y[i])} is outside 0..{self.n_classes - 1} "
                     f"(n_classes={self.n_classes})"
                 )
+        present = np.unique(self.y_train)
+        if present.size < 2:
+            where = f"{self.source}: " if self.source else ""
+            raise FPEError(f"{where}y_train holds {present.size} class (label {int(present[0])}): a classifier "
+                           "needs at least 2 classes in the training split")
         if self.X_train.shape[1] != self.X_test.shape[1]:
             raise FPEError(
                 f"X_train has {self.X_train.shape[1]} features but X_test has {self.X_test.shape[1]}"

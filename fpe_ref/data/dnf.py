@@ -96,7 +96,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fpe_ref.errors import FPEError, check_int
+from fpe_ref.errors import FPEError, check_int, check_memory
 from fpe_ref.rng import as_rng
 
 DEFAULT_N_SAMPLES = 10000  # 8000 train = 16 batches of 500 (A.3.1); 2000 test, SE <= 1.1 points
@@ -106,6 +106,7 @@ DEFAULT_K = 4  # "each of which has exact four literals" (Sec. 2.2.1)
 ON_LOW, ON_HIGH = 3.0, 3.5  # True -> U[3, 3.5) (A.2.1)
 OFF_LOW, OFF_HIGH = 0.0, 0.5  # False -> U[0, 0.5)
 
+BYTES_PER_ENTRY = 16  # memory of generate_dnf per entry of its (n, m) data (measured peak: about 12)
 MAX_REJECTION_ROUNDS = 10_000  # guard on the negatives' redraw loop
 _FAIL_PROB = 1e-9  # allowed chance that a feasible setting still exhausts the guard
 
@@ -386,11 +387,13 @@ def generate_dnf(n: int, m: int, k: int = DEFAULT_K, rng=None, *,
     ------
     FPEError
         Bad ``n``, ``m``, ``k``, seed, or bounds that make a class impossible or the
-        rejection loop hopeless (the message names the value).
+        rejection loop hopeless (the message names the value), or an ``n * m`` too large
+        for the memory available.
     """
     n = check_int("n", n, 2)
     m, k = _check_m_k(m, k)
     lo, hi = _check_bounds(m, k, min_ones, max_ones)
+    check_memory(BYTES_PER_ENTRY * n * m, f"generate_dnf(n={n}, m={m})")
     rng = as_rng(rng)
 
     n_pos = n // 2  # A2 step 2, p = 0.5

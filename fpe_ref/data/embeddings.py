@@ -14,7 +14,9 @@ archive or directory are ignored (never even read).
 
 Checks (each failure is an ``FPEError`` naming the array and file)
 ----------------------------------------------------------------
-* files are read with ``allow_pickle=False``: object arrays and pickles are refused;
+* files are read by :mod:`fpe_ref.data.npz`: object arrays and pickles are refused, and so is
+  an array whose header declares more data than its file holds (a corrupt or truncated file,
+  refused before anything is allocated) or more than the memory available;
 * ``X_*`` is 2-D floating point (float16/32/64), at least one row and one column, with the same
   number of columns in train and test; NaN or +-inf is an error naming the first bad row;
 * ``y_*`` is 1-D, one label per row of ``X_*``, integer typed -- or floating point holding
@@ -22,7 +24,9 @@ Checks (each failure is an ``FPEError`` naming the array and file)
 * labels lie in ``0 .. K-1``. ``K`` is the ``n_classes`` argument if given, else inferred as
   ``max(y_train, y_test) + 1``. When ``K`` is inferred, label 0 must occur (labels that start
   at 1 are almost always a 1-based export, which would silently add a dead class) and ``K``
-  may not exceed the number of examples (a label like 10**9 is a corrupt file, not a class).
+  may not exceed the number of examples (a label like 10**9 is a corrupt file, not a class);
+* ``K >= 2``, and ``y_train`` holds at least 2 distinct classes (a classifier cannot be
+  trained on one).
 
 Whether the embeddings are L2-normalised is the producer's choice; no rescaling happens here.
 ``X`` is cast to ``dtype`` (float64 by default); float32 on disk is fine.
@@ -31,20 +35,16 @@ Whether the embeddings are L2-normalised is the producer's choice; no rescaling 
 from __future__ import annotations
 
 import os
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from fpe_ref.errors import FPEError, check_int
 from fpe_ref.data.classification import ClassificationData, check_finite, check_float_dtype
+from fpe_ref.data.npz import NpzArchive, read_npy
 
 KEYS = ("X_train", "y_train", "X_test", "y_test")
 NAMES_KEY = "class_names"
-
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # local file header; empty archive
 
 
 def _check_n_classes(n_classes) -> int | None:
@@ -53,67 +53,16 @@ def _check_n_classes(n_classes) -> int | None:
     return check_int("n_classes", n_classes, 1, what="a positive integer", integral_float=True)
 
 
-def _refuse(name: str, src: str, e: Exception) -> FPEError:
-    """Translate NumPy's load error for array ``name`` into a one-line FPEError."""
-    msg = str(e)
-    if "pickle" in msg.lower():
-        return FPEError(
-            f"{name} in {src} is an object array or pickle, which fpe-ref refuses to load "
-            f"(allow_pickle=False); save plain numeric arrays"
-        )
-    return FPEError(f"{name} in {src} is corrupt or unreadable ({type(e).__name__}: {msg})")
-
-
 def _read_npz(path: Path) -> dict:
     """The arrays ``KEYS`` (and ``class_names`` if present) from an ``.npz`` archive."""
-    src = str(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(6)
-    except OSError as e:
-        raise FPEError(f"cannot read embedding file {src}: {e.strerror or e}") from None
-    if head.startswith(_NPY_MAGIC):
-        raise FPEError(
-            f"{src} is a single .npy array; expected an .npz archive with "
-            f"{', '.join(KEYS)} or a directory of those four .npy files"
-        )
-    if head[:4] not in _ZIP_MAGICS:
-        raise FPEError(f"{src} is not an .npz (zip) archive")
-    out = {}
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - magic checked above
-                raise FPEError(f"{src} is not an .npz (zip) archive")
-            missing = [k for k in KEYS if k not in z.files]
-            if missing:
-                raise FPEError(
-                    f"{src} lacks array(s) {', '.join(missing)}; it holds "
-                    f"{', '.join(z.files) or 'nothing'}, needs {', '.join(KEYS)}"
-                )
-            for k in KEYS + ((NAMES_KEY,) if NAMES_KEY in z.files else ()):
-                try:
-                    out[k] = z[k]
-                except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as e:
-                    raise _refuse(k, src, e) from None
-    except FPEError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as e:
-        raise FPEError(f"{src} is a corrupt .npz (zip) archive ({type(e).__name__}: {e})") from None
-    return out
-
-
-def _read_npy(path: Path, name: str) -> np.ndarray:
-    src = str(path)
-    try:
-        with open(path, "rb") as f:
-            if f.read(6) != _NPY_MAGIC:
-                raise FPEError(f"{src} is not a .npy file (no NumPy magic bytes)")
-            f.seek(0)
-            return np.lib.format.read_array(f, allow_pickle=False)
-    except FPEError:
-        raise
-    except (ValueError, OSError, EOFError) as e:
-        raise _refuse(name, src, e) from None
+    with NpzArchive(path) as z:
+        missing = [k for k in KEYS if k not in z]
+        if missing:
+            raise FPEError(
+                f"{path} lacks array(s) {', '.join(missing)}; it holds "
+                f"{', '.join(z.names) or 'nothing'}, needs {', '.join(KEYS)}"
+            )
+        return {k: z.read(k) for k in KEYS + ((NAMES_KEY,) if NAMES_KEY in z else ())}
 
 
 def _read_dir(path: Path) -> dict:
@@ -125,7 +74,7 @@ def _read_dir(path: Path) -> dict:
             f"{', '.join(k + '.npy' for k in KEYS)}"
         )
     keys = KEYS + ((NAMES_KEY,) if (path / (NAMES_KEY + ".npy")).is_file() else ())
-    return {k: _read_npy(path / (k + ".npy"), k) for k in keys}
+    return {k: read_npy(path / (k + ".npy"), k) for k in keys}
 
 
 def _check_X(X: np.ndarray, name: str, src: str, dtype: np.dtype) -> np.ndarray:
@@ -222,7 +171,8 @@ def load_embeddings(path, n_classes=None, dtype=np.float64) -> ClassificationDat
         Missing path, file or key; not an archive / corrupt archive; object array or pickle;
         wrong dimensions or dtypes; feature dimensions that differ between train and test;
         ``len(y) != len(X)``; NaN or inf (naming the first bad row); labels negative,
-        non-integer, or outside ``0..K-1``.
+        non-integer, or outside ``0..K-1``; fewer than 2 classes in ``y_train``; an array
+        whose header declares more data than the file holds.
     """
     dtype = check_float_dtype(dtype)
     n_classes = _check_n_classes(n_classes)
@@ -269,6 +219,10 @@ def load_embeddings(path, n_classes=None, dtype=np.float64) -> ClassificationDat
 
     if n_classes < 2:
         raise FPEError(f"{src} has n_classes={n_classes}: a classifier needs at least 2 classes")
+    present = np.unique(y_train)
+    if present.size < 2:
+        raise FPEError(f"y_train in {src} holds {present.size} class (label {int(present[0])}): a classifier "
+                       "needs at least 2 classes in the training split")
 
     if NAMES_KEY in arrays:
         class_names = _check_names(arrays[NAMES_KEY], src, n_classes)

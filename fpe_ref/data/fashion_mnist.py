@@ -44,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_memory
 from fpe_ref.data.classification import ClassificationData, check_float_dtype
+from fpe_ref.data.npz import DEFLATE_MAX_RATIO, DEFLATE_SLACK
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -89,20 +90,77 @@ _IDX_TYPES = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20  # bytes per read past the data (to the end of a gzip stream)
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's contents, gunzipped if it starts with the gzip magic bytes."""
+def _gzip_problem(path: Path) -> FPEError | None:
+    """The FPEError of a corrupt or truncated gzip file, or None: reads it to the end, chunk by chunk."""
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise FPEError(f"cannot read {path}: {e.strerror or e}") from None
-    if raw[:2] != _GZIP_MAGIC:
-        return raw
-    try:
-        return gzip.decompress(raw)
+        with gzip.open(path, "rb") as g:
+            while g.read(_CHUNK):
+                pass
     except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
-        raise FPEError(f"{path} is a corrupt or truncated gzip file ({e})") from None
+        return FPEError(f"{path} is a corrupt or truncated gzip file ({e})")
+    return None
+
+
+def _read_idx_stream(f, path: Path, size: int, gz: bool, expected_magic):
+    """The array of the IDX stream ``f`` (``size`` bytes on disk, gzip-compressed if ``gz``)."""
+    head = f.read(4)
+    if len(head) < 4:
+        raise FPEError(f"{path} is truncated: {len(head)} bytes, too short for an IDX header")
+    magic = int.from_bytes(head, "big")
+    if expected_magic is not None and magic != expected_magic:
+        hint = ""
+        if int.from_bytes(head, "little") == expected_magic:
+            hint = "; it looks little-endian, IDX is big-endian"
+        raise FPEError(
+            f"{path} has magic number {magic} (0x{magic:08x}), expected {expected_magic} "
+            f"(0x{expected_magic:08x}){hint}"
+        )
+    type_code, ndim = head[2], head[3]
+    if head[0] != 0 or head[1] != 0 or type_code not in _IDX_TYPES or ndim == 0:
+        raise FPEError(f"{path} is not an IDX file: magic number {magic} (0x{magic:08x})")
+    header = 4 + 4 * ndim
+    sizes = f.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
+        raise FPEError(f"{path} is truncated: {4 + len(sizes)} bytes, header alone needs {header}")
+    shape = tuple(int.from_bytes(sizes[4 * i : 4 + 4 * i], "big") for i in range(ndim))
+    dt = _IDX_TYPES[type_code]
+    expected = header + int(np.prod(shape, dtype=object)) * dt.itemsize  # python ints: no overflow
+    # Refused before anything is allocated: more data than the file can hold, or than memory.
+    if not gz and size < expected:
+        raise FPEError(
+            f"{path} is truncated: {size} bytes, but its header (shape {shape}, {dt.name}) "
+            f"implies {expected}"
+        )
+    if not gz and size > expected:
+        raise FPEError(
+            f"{path} has {size - expected} extra byte(s) beyond the {expected} its header "
+            f"(shape {shape}, {dt.name}) implies"
+        )
+    if gz and expected > DEFLATE_MAX_RATIO * size + DEFLATE_SLACK:
+        raise FPEError(
+            f"{path} is truncated: its header (shape {shape}, {dt.name}) implies {expected} bytes, "
+            f"more than its {size} gzip-compressed bytes can hold"
+        )
+    check_memory(expected, f"{path} (shape {shape}, {dt.name})")
+    data = f.read(expected - header)
+    got = header + len(data)
+    if got < expected:
+        raise FPEError(
+            f"{path} is truncated: {got} bytes, but its header (shape {shape}, {dt.name}) "
+            f"implies {expected}"
+        )
+    extra = 0
+    while chunk := f.read(_CHUNK):  # to the end: gzip checks its CRC and length there
+        extra += len(chunk)
+    if extra:
+        raise FPEError(
+            f"{path} has {extra} extra byte(s) beyond the {expected} its header "
+            f"(shape {shape}, {dt.name}) implies"
+        )
+    return np.frombuffer(data, dtype=dt).reshape(shape)
 
 
 def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
@@ -125,42 +183,35 @@ def read_idx(path, expected_magic: int | None = None) -> np.ndarray:
     FPEError
         Unreadable file, corrupt gzip, a magic number that is not IDX (or not the expected
         one), or a length different from ``header + prod(sizes) * itemsize`` bytes
-        (truncated or padded file).
+        (truncated or padded file). The header is read first: a header declaring more data
+        than the file holds (for a gzip file: more than deflate's largest ratio allows), or
+        more than the memory available, is refused before the data is read or allocated.
     """
     path = Path(path)
-    buf = _read_bytes(path)
-    if len(buf) < 4:
-        raise FPEError(f"{path} is truncated: {len(buf)} bytes, too short for an IDX header")
-    magic = int.from_bytes(buf[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        hint = ""
-        if int.from_bytes(buf[:4], "little") == expected_magic:
-            hint = "; it looks little-endian, IDX is big-endian"
-        raise FPEError(
-            f"{path} has magic number {magic} (0x{magic:08x}), expected {expected_magic} "
-            f"(0x{expected_magic:08x}){hint}"
-        )
-    type_code, ndim = buf[2], buf[3]
-    if buf[0] != 0 or buf[1] != 0 or type_code not in _IDX_TYPES or ndim == 0:
-        raise FPEError(f"{path} is not an IDX file: magic number {magic} (0x{magic:08x})")
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise FPEError(f"{path} is truncated: {len(buf)} bytes, header alone needs {header}")
-    shape = tuple(int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dt = _IDX_TYPES[type_code]
-    expected = header + int(np.prod(shape, dtype=object)) * dt.itemsize  # python ints: no overflow
-    if len(buf) < expected:
-        raise FPEError(
-            f"{path} is truncated: {len(buf)} bytes, but its header (shape {shape}, {dt.name}) "
-            f"implies {expected}"
-        )
-    if len(buf) > expected:
-        raise FPEError(
-            f"{path} has {len(buf) - expected} extra byte(s) beyond the {expected} its header "
-            f"(shape {shape}, {dt.name}) implies"
-        )
-    data = np.frombuffer(buf, dtype=dt, offset=header).reshape(shape)
-    return data.astype(dt.newbyteorder("="))  # native byte order, owns its memory
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise FPEError(f"cannot read {path}: {e.strerror or e}") from None
+    with f:
+        gz = f.read(2) == _GZIP_MAGIC
+        f.seek(0)
+        size = os.fstat(f.fileno()).st_size
+        try:
+            if not gz:
+                data = _read_idx_stream(f, path, size, False, expected_magic)
+            else:
+                with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                    data = _read_idx_stream(g, path, size, True, expected_magic)
+        except FPEError:
+            problem = _gzip_problem(path) if gz else None
+            if problem is not None:  # a damaged gzip stream is the cause of whatever the header said
+                raise problem from None
+            raise
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+            if gz:
+                raise FPEError(f"{path} is a corrupt or truncated gzip file ({e})") from None
+            raise FPEError(f"cannot read {path}: {e.strerror or e}") from None
+    return data.astype(data.dtype.newbyteorder("="))  # native byte order, owns its memory
 
 
 def find_idx_file(data_dir, stem: str) -> Path:
@@ -192,6 +243,10 @@ def _load_split(data_dir: Path, split: str, dtype: np.dtype):
     if bad.size:
         i = int(bad[0])
         raise FPEError(f"{lab_path}: label {int(labels[i])} at index {i} is outside 0..9")
+    present = np.unique(labels)
+    if split == "train" and present.size < 2:
+        raise FPEError(f"{lab_path} holds {present.size} class (label {int(present[0])}): a classifier needs "
+                       "at least 2 classes in the training split")
     # Pixel p in 0..255 -> p / 255 in [0, 1], rounded once in the target dtype.
     X = images.reshape(len(images), -1).astype(dtype) / dtype.type(255)  # (n, 784)
     return X, labels.astype(np.int64)
@@ -222,8 +277,9 @@ def load_fashion_mnist(data_dir=None, dtype=np.float64) -> ClassificationData:
     ------
     FPEError
         Missing directory or file (the message says how to install it), corrupt gzip, wrong
-        magic number, images not 28x28, image/label count mismatch, truncated file, or a
-        label outside 0..9.
+        magic number, images not 28x28, image/label count mismatch, truncated file (or a
+        header declaring more items than the file holds), a label outside 0..9, or training
+        labels of a single class.
     """
     dtype = check_float_dtype(dtype)
     try:

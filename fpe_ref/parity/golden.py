@@ -84,15 +84,16 @@ import importlib
 import importlib.util
 import json
 import os
+import secrets
 import sys
 import zipfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from fpe_ref import __version__, layers
+from fpe_ref.data.npz import read_npz
 from fpe_ref.errors import FPEError
 from fpe_ref.expand import expand
 from fpe_ref.metrics import capacity, gram, mean_cosine
@@ -544,20 +545,51 @@ def _sha256(a) -> str:
     return hashlib.sha256(np.array(a, dtype="<f8", order="C").tobytes()).hexdigest()
 
 
+def _temp_file(path):
+    """``(name, binary file)`` of a new file beside ``path``, named for this writer alone.
+
+    The name holds the process id and 48 random bits, and the file is created exclusively
+    (``O_EXCL``), so writers exporting into one folder at the same time never share a
+    temporary file; each moves its own into place with ``os.replace``.
+    """
+    folder, base = os.path.split(os.fspath(path))
+    while True:
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits taken by another writer
+            continue
+        return tmp, os.fdopen(fd, "wb")
+
+
+def _write_atomic(path, write):
+    """``write(file)`` into a temporary file of this writer, then ``os.replace`` it onto ``path``.
+
+    A reader sees the old file or the complete new one, never a partial one; concurrent
+    writers into one folder do not interfere (the last ``os.replace`` wins).
+    """
+    tmp, f = _temp_file(path)
+    try:
+        with f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _write_npz(path, arrays: dict):
     """An .npz ``np.load`` reads, written byte-for-byte reproducibly (sorted names, fixed timestamps)."""
-    tmp = f"{path}.tmp"
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
             for name in sorted(arrays):
                 info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as f:
-                    np.lib.format.write_array(f, np.array(arrays[name], dtype="<f8", order="C"), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.isfile(tmp):
-            os.remove(tmp)
+                with zf.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.array(arrays[name], dtype="<f8", order="C"),
+                                              allow_pickle=False)
+
+    _write_atomic(path, write)
 
 
 def _tolerances(section, name):
@@ -616,11 +648,10 @@ def export_bundle(out_dir, *, force=False) -> dict:
         "cases": cases,
         "tensors": tensors,
     }
+    text = json.dumps(manifest, indent=1, sort_keys=False) + "\n"
     try:
         _write_npz(os.path.join(out_dir, NPZ_NAME), arrays)
-        with open(os.path.join(out_dir, MANIFEST_NAME), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=False)
-            f.write("\n")
+        _write_atomic(os.path.join(out_dir, MANIFEST_NAME), lambda f: f.write(text.encode()))
     except OSError as exc:
         raise FPEError(f"cannot write the bundle into {out_dir}: {exc}") from exc
     return manifest
@@ -645,10 +676,9 @@ def load_bundle(bundle_dir):
                        f"this fpe-ref reads {FORMAT_VERSION}")
     _check_manifest(manifest, mpath)
     try:
-        with np.load(apath, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise FPEError(f"cannot read {apath}: {exc}") from exc
+        arrays = read_npz(apath)  # header-checked: a corrupt member is refused before allocating
+    except FPEError as exc:
+        raise FPEError(f"cannot read the golden bundle's arrays: {exc}") from None
     return manifest, arrays
 
 

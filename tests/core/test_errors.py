@@ -1,11 +1,12 @@
-"""The integer validator (fpe_ref.errors.check_int): what it accepts, what it refuses, its message."""
+"""The validators of fpe_ref.errors: check_int, check_indices, check_memory; what they accept and refuse."""
 
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from fpe_ref.errors import FPEError, check_int, check_positive_ints
+from fpe_ref import errors
+from fpe_ref.errors import FPEError, check_indices, check_int, check_positive_ints
 
 
 @pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), np.uint8(3)], ids=["int", "int64", "int32", "uint8"])
@@ -65,3 +66,70 @@ def test_check_positive_ints_checks_each_named_field():
         check_positive_ints(Cfg(b=0), ("a", "b"))
     with pytest.raises(FPEError, match=r"^a must be an integer >= 0, got True$"):
         check_positive_ints(Cfg(a=True), ("a",), minimum=0)
+
+
+# ---------------------------------------------------------------- check_indices
+def test_check_indices_accepts_integer_arrays_and_lists():
+    out = check_indices("group 0", [3, 0, 2], 4)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [3, 0, 2])
+    np.testing.assert_array_equal(check_indices("g", np.array([1], dtype=np.uint8), 2), [1])
+    assert check_indices("g", [], 4).shape == (0,)
+
+
+@pytest.mark.parametrize("values,message", [
+    ([0.5, 1], r"^index 0 of group 0 must be an index in \[0, 4\), got 0\.5$"),
+    ([1, 2.0], r"^index 1 of group 0 must be an index in \[0, 4\), got 2\.0$"),  # never truncated, never cast
+    ([True, False], r"^index 0 of group 0 must be an index in \[0, 4\), got True$"),  # a mask is not indices
+    ([0, 4], r"^index 1 of group 0 must be an index in \[0, 4\), got 4$"),
+    ([-1], r"^index 0 of group 0 must be an index in \[0, 4\), got -1$"),
+    (["a"], r"^index 0 of group 0 must be an index in \[0, 4\), got 'a'$"),
+    ([[0, 1]], r"^group 0 must be a 1-D sequence of integer indices, got shape \(1, 2\)$"),
+    ([[0], [1, 2]], r"^group 0 must be a 1-D sequence of integer indices, got a ragged list$"),
+], ids=["half", "integral-float", "bool", "too-large", "negative", "string", "2-D", "ragged"])
+def test_check_indices_refuses_what_would_be_truncated_or_misread(values, message):
+    with pytest.raises(FPEError, match=message):
+        check_indices("group 0", values, 4)
+
+
+# ---------------------------------------------------------------- check_memory
+def test_check_memory_refuses_more_than_is_available(monkeypatch):
+    monkeypatch.setattr(errors, "available_memory", lambda: 2 * 1024**3)
+    errors.check_memory(2 * 1024**3, "exactly all of it")  # fits
+    with pytest.raises(FPEError, match=r"^an MLP of sizes \[32, 1000000000000, 1\] needs 7\.3 TiB "
+                                       r"\(8000000000000 bytes\) but only 2\.0 GiB of memory is available$"):
+        errors.check_memory(8 * 10**12, "an MLP of sizes [32, 1000000000000, 1]")
+
+
+def test_check_memory_skips_the_check_when_memory_is_unknown(monkeypatch):
+    monkeypatch.setattr(errors, "available_memory", lambda: None)
+    errors.check_memory(10**30, "anything")
+
+
+def test_available_memory_reads_meminfo_then_falls_back_to_physical_memory(monkeypatch):
+    monkeypatch.setattr(errors, "_meminfo_available", lambda: 12345 * 1024)
+    assert errors.available_memory() == 12345 * 1024
+    monkeypatch.setattr(errors, "_meminfo_available", lambda: None)
+    pages = {"SC_PHYS_PAGES": 1000, "SC_PAGE_SIZE": 4096}
+    monkeypatch.setattr(errors.os, "sysconf", lambda name: pages[name])
+    assert errors.available_memory() == 4096 * 1000
+
+    def unknown(name):
+        raise ValueError(name)
+
+    monkeypatch.setattr(errors.os, "sysconf", unknown)
+    assert errors.available_memory() is None
+
+
+def test_meminfo_of_this_machine_is_a_positive_byte_count():
+    avail = errors.available_memory()
+    assert avail is None or (isinstance(avail, int) and avail > 0)
+
+
+@pytest.mark.parametrize("n,text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 * 1024**3, "3.0 GiB")])
+def test_format_bytes(n, text):
+    assert errors.format_bytes(n) == text
+
+
+def test_fpe_warning_is_a_user_warning():
+    assert issubclass(errors.FPEWarning, UserWarning)

@@ -177,3 +177,25 @@ def test_split_raises_capacity_and_lowers_cosine_by_construction():
     res = expand(parent, 4, "clause", rng, groups=groups)
     assert capacity(res.model.params["W1"], groups)[1] > capacity(parent.params["W1"], groups)[1]
     assert mean_cosine(res.model.params["W1"]) < mean_cosine(parent.params["W1"])
+
+
+def test_expand_refuses_a_model_that_is_not_an_mlp(rng):
+    model = MLP.init([8, 4, 1], rng)
+    with pytest.raises(FPEError, match=r"^model must be an fpe_ref\.MLP, got dict$"):
+        expand(model.params, 2, "random", rng)
+
+
+def test_expand_refuses_clause_groups_with_non_integer_indices(rng):
+    parent = MLP.init([8, 4, 1], rng)
+    with pytest.raises(FPEError, match=r"^index 0 of group 0 must be an index in \[0, 8\), got 0\.5$"):
+        expand(parent, 2, "clause", rng, groups=[[0.5, 1], [2, 3]])
+
+
+def test_expand_refuses_an_expansion_larger_than_memory(rng, monkeypatch):
+    from fpe_ref import errors
+
+    parent = MLP.init([8, 4, 1], rng)
+    monkeypatch.setattr(errors, "available_memory", lambda: 1000)
+    with pytest.raises(FPEError, match=r"^expanding layer 1 \(4 x 8\) by alpha=4 needs .* but only 1000 B of "
+                                       r"memory is available$"):
+        expand(parent, 4, "random", rng)

@@ -39,3 +39,38 @@ def test_gram_and_interference():
     assert set(out) == {"capacity", "capacity_per_feature", "cosine"}
     with pytest.raises(FPEError, match="feature group 0"):
         capacity(W1, [np.array([5])])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
+def test_non_finite_weights_are_refused_not_scored_zero(value):
+    """capacity and mean_cosine of a W1 holding NaN would be 0.0 and NaN, read as results."""
+    W1 = np.ones((3, 4))
+    W1[1, 2] = value
+    groups = [np.array([0, 1]), np.array([2, 3])]
+    for f in (lambda: capacity(W1, groups), lambda: mean_cosine(W1), lambda: gram(W1),
+              lambda: interference(W1, groups)):
+        with pytest.raises(FPEError, match=rf"^W1 contains {value} at row 1, column 2: metrics of non-finite "
+                                           "weights are undefined$"):
+            f()
+
+
+@pytest.mark.parametrize("W1,match", [
+    (np.ones(4), r"^W1 must be a 2-D array \(h, d\), got shape \(4,\)$"),
+    (np.array([["a", "b"]]), r"^W1 must be a 2-D array \(h, d\) of numbers, got dtype <U1$"),
+], ids=["1-D", "strings"])
+def test_weights_of_the_wrong_shape_or_type_are_refused(W1, match):
+    with pytest.raises(FPEError, match=match):
+        mean_cosine(W1)
+    with pytest.raises(FPEError, match=match):
+        capacity(W1, [[0]])
+
+
+@pytest.mark.parametrize("groups,match", [
+    ([[0.5, 1], [2, 3]], r"^index 0 of feature group 0 must be an index in \[0, 4\), got 0\.5$"),
+    ([[0, 1], [2.0, 3]], r"^index 0 of feature group 1 must be an index in \[0, 4\), got 2\.0$"),
+    ([np.array([True, True, False, False])], r"^index 0 of feature group 0 must be an index .*got True$"),
+    ([[]], r"^feature group 0 is empty$"),
+], ids=["half", "integral-float", "bool-mask", "empty"])
+def test_group_indices_are_never_truncated(groups, match):
+    with pytest.raises(FPEError, match=match):
+        capacity(np.ones((3, 4)), groups)

@@ -80,3 +80,14 @@ def test_schedule_penalties_of_the_config_unchanged_outside_penalty_warmup():
     cfg = _cfg("lr")
     for epoch in (1, 500, 1000):
         assert schedule(cfg, epoch)[1] == cfg.penalties
+
+
+@pytest.mark.parametrize("warmup,lr,pen", [
+    ("lr", 2.5e-4, Penalties(1e-7, 1e-5, 4e-2)),
+    ("penalty", 1e-3, Penalties(2.5e-8, 2.5e-6, 1e-2)),
+])
+def test_schedule_without_warmup_epochs_ramps_over_the_phase(warmup, lr, pen):
+    """W unset: W = N, the phase's own epochs (epoch 50 of 200 gives r = 1/4, exactly)."""
+    cfg = TrainConfig(epochs=200, warmup=warmup, lr=1e-3, l1=1e-7, l2=1e-5, orth=4e-2)
+    assert schedule(cfg, 50) == (lr, pen)
+    assert schedule(cfg, 200) == (1e-3, Penalties(1e-7, 1e-5, 4e-2))

@@ -133,3 +133,37 @@ def test_random_partition_balance_when_alpha_does_not_divide():
         assert sorted(sizes) == [3, 3, 4]
         counts += sizes == 4
     assert counts.min() > 60  # the larger child is not always the same index
+
+
+@pytest.mark.parametrize("groups,match", [
+    ([[0.5, 1], [2, 3]], r"^index 0 of group 0 must be an index in \[0, 8\), got 0\.5$"),
+    ([[0, 1], [2, 3.0]], r"^index 1 of group 1 must be an index in \[0, 8\), got 3\.0$"),
+    ([np.ones(8, dtype=bool)], r"^index 0 of group 0 must be an index in \[0, 8\), got True$"),
+    ([[0, 8]], r"^index 1 of group 0 must be an index in \[0, 8\), got 8$"),
+    ([[0, 1], [1, 2]], r"^group 1 overlaps another group: groups must be disjoint$"),
+    ([[0, 0]], r"^group 0 overlaps another group: groups must be disjoint$"),
+    ([[], [1]], r"^group 0 of the split is empty$"),
+    (5, r"^groups must be a list of index arrays, got 5$"),
+], ids=["half", "integral-float", "bool-mask", "too-large", "overlap", "repeated", "empty", "not-a-list"])
+def test_group_split_refuses_groups_it_would_misread(rng, groups, match):
+    with pytest.raises(FPEError, match=match):
+        splits.group_split(3, 8, 2, groups, rng)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda rng: splits.random_split(2.5, 8, 2, rng), r"^h must be a positive integer, got 2\.5$"),
+    (lambda rng: splits.random_split(2, 8.0, 2, rng), r"^d must be a positive integer, got 8\.0$"),
+    (lambda rng: splits.group_split(0, 8, 2, [[0, 1]], rng), r"^h must be a positive integer, got 0$"),
+    (lambda rng: splits.two_four_split("3", 8, 2, rng), r"^h must be a positive integer, got '3'$"),
+    (lambda rng: splits.check_partition(np.ones((4, 8)), 2, 8, 2.5), r"^alpha must be an integer >= 2, got 2\.5$"),
+    (lambda rng: splits.check_partition(np.full((4, 8), "x"), 2, 8, 2),
+     r"^explicit split masks must be 0/1 \(or boolean\), got dtype <U1$"),
+], ids=["float-h", "float-d", "zero-h", "string-h", "float-alpha", "string-masks"])
+def test_split_sizes_are_validated(rng, call, match):
+    with pytest.raises(FPEError, match=match):
+        call(rng)
+
+
+def test_random_split_takes_an_integral_float_alpha_as_expand_does(rng):
+    a = splits.random_split(3, 8, 2.0, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, splits.random_split(3, 8, 2, np.random.default_rng(1)))

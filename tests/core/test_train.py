@@ -1,11 +1,17 @@
-"""The reference training loop (fpe_ref.train, Alg. A3): masks through Adam, seeding, warm-up, bad input."""
+"""The reference training loop (fpe_ref.train, Alg. A3): masks through Adam, seeding, warm-up, divergence
+warnings, bad input."""
+
+import re
+import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, FPEWarning
 from fpe_ref.mlp import MLP
-from fpe_ref.train import TrainConfig, train
+from fpe_ref.optim import schedule
+from fpe_ref.train import History, TrainConfig, chance_accuracy, divergence, train, warmup_warning
 
 RNG_SEED = 1234  # the conftest ``rng`` fixture's seed for this module
 
@@ -63,3 +69,113 @@ def test_bad_inputs_raise_clear_errors(rng):
         TrainConfig(batch_size=True)  # a bool is never a count
     with pytest.raises(FPEError, match="epochs must be a positive integer, got 2.0"):
         TrainConfig(epochs=2.0)
+
+
+# ---------------------------------------------------------------- the warm-up length W
+def test_warmup_defaults_to_the_phase_length():
+    """TrainConfig(epochs=200) warms up over its own 200 epochs (N = W), reaching lr at the last one."""
+    cfg = TrainConfig(epochs=200)
+    assert cfg.warmup_epochs is None and cfg.to_dict()["warmup_epochs"] is None
+    assert schedule(cfg, 200)[0] == cfg.lr
+    assert schedule(cfg, 100)[0] == cfg.lr / 2
+    phase = replace(cfg, epochs=50)  # how the experiments set each phase's epochs
+    assert schedule(phase, 50)[0] == cfg.lr and schedule(phase, 25)[0] == cfg.lr / 2
+
+
+def test_an_explicit_warmup_is_kept_and_warned_about_when_longer_than_the_phase(rng):
+    cfg = TrainConfig(epochs=200, warmup_epochs=1000)
+    assert schedule(cfg, 200)[0] == pytest.approx(cfg.lr / 5)  # as given: the stored runs' W
+    assert warmup_warning(cfg) == ("warmup_epochs=1000 is longer than the phase's epochs=200: the learning rate "
+                                   "reaches only 20% of lr (leave warmup_epochs unset to warm up over the phase)")
+    assert warmup_warning(TrainConfig(epochs=1000, warmup_epochs=1000)) is None
+    assert warmup_warning(TrainConfig(epochs=200, warmup_epochs=1000, warmup="none")) is None
+    assert warmup_warning(TrainConfig(epochs=200)) is None
+    X = rng.normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.warns(FPEWarning, match=r"^warmup_epochs=4 is longer than the phase's epochs=2: the penalties reach "
+                                        r"only 50% of their lambdas"):
+        train(MLP.init([3, 4, 1], 0), X, y, TrainConfig(epochs=2, warmup_epochs=4, warmup="penalty"), rng)
+
+
+@pytest.mark.parametrize("value,match", [(0, "got 0"), (2.5, "got 2.5"), (True, "got True")])
+def test_warmup_epochs_must_be_a_positive_integer_or_none(value, match):
+    with pytest.raises(FPEError, match=rf"^warmup_epochs must be a positive integer, {match}$"):
+        TrainConfig(warmup_epochs=value)
+
+
+# ---------------------------------------------------------------- divergence
+def _hist(loss, acc):
+    return History(loss=list(loss), train_acc=list(acc))
+
+
+@pytest.mark.parametrize("loss,acc,message", [
+    ([0.7, 0.3, float("nan")], [0.5, 0.8, 0.5],
+     r"^training diverged: the final training loss is nan after 3 epochs \(lower the learning rate\?\)$"),
+    ([0.7, 5.0, 40.0], [0.6, 0.7, 0.9],
+     r"^training diverged: the training loss rose from 0\.7 to 40 over 3 epochs \(lower the learning rate\?\)$"),
+    ([0.7, 0.69, 0.69], [0.5, 0.52, 0.505],
+     r"^training stayed at chance: final training accuracy 0\.5050 is not above the majority-class rate 0\.5000 "
+     r"by more than 0\.01 after 3 epochs"),
+    ([0.7, 0.69, 0.69], [0.5, 0.52, 0.41], r"^training stayed at chance: final training accuracy 0\.4100"),
+], ids=["nan", "rose", "chance", "below-chance"])
+def test_divergence_names_what_went_wrong(loss, acc, message):
+    assert re.match(message, divergence(_hist(loss, acc), 0.5))
+
+
+def test_divergence_passes_a_healthy_phase_and_an_empty_one():
+    assert divergence(_hist([0.7, 0.4, 0.2], [0.6, 0.8, 0.95]), 0.5) is None
+    assert divergence(_hist([0.2, 0.205], [0.9, 0.9]), 0.5) is None  # within the 5% noise allowance
+    assert divergence(History(), 0.5) is None
+    assert divergence(_hist([0.7, 0.4], [0.6, 0.52]), 0.5) is None  # 2 points above chance
+
+
+def test_divergence_takes_labels_or_a_history_dict():
+    y = np.array([0, 0, 0, 1])  # majority rate 0.75: 0.755 training accuracy is chance
+    assert chance_accuracy(y) == 0.75
+    assert divergence(_hist([0.7, 0.6], [0.7, 0.755]), y).startswith("training stayed at chance")
+    assert divergence(_hist([0.7, 0.6], [0.7, 0.755]).to_dict(), 0.75).startswith("training stayed at chance")
+    assert divergence(_hist([0.7, 0.6], [0.7, 0.9]), y) is None
+
+
+def test_a_learning_rate_far_too_large_warns_from_train():
+    X = np.random.default_rng(0).normal(size=(200, 4))
+    y = (X[:, 0] * X[:, 1] > 0).astype(float)
+    cfg = TrainConfig(epochs=20, warmup_epochs=1, batch_size=50, lr=3e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FPEWarning)  # a sensible rate learns the task: no warning
+        train(MLP.init([4, 8, 1], 5), X, y, cfg, 6)
+    with pytest.warns(FPEWarning, match=r"^training stayed at chance"):
+        train(MLP.init([4, 8, 1], 5), X, y, replace(cfg, lr=100.0), 6)
+
+
+# ---------------------------------------------------------------- the data and arguments train takes
+def test_train_takes_lists_as_the_arrays_they_hold(rng):
+    X = rng.normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(float)
+    cfg = TrainConfig(epochs=2, batch_size=10, lr=1e-2)
+    a, b = MLP.init([3, 4, 1], 0), MLP.init([3, 4, 1], 0)
+    train(a, X, y, cfg, 1)
+    train(b, X.tolist(), y.tolist(), cfg, 1)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k], err_msg=k)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, X, y, c: train(m, X, y[:15], c, 0), r"^training labels have shape \(15,\), expected \(20,\)$"),
+    (lambda m, X, y, c: train(m, np.where(np.arange(60).reshape(20, 3) == 7, np.nan, X), y, c, 0),
+     r"^training inputs contain NaN or inf \(row 2, column 1: nan\)$"),
+    (lambda m, X, y, c: train(m, X[:, 0], y, c, 0),
+     r"^training inputs have shape \(20,\), the model expects \(n, 3\)$"),
+    (lambda m, X, y, c: train(m, X, y[:, None], c, 0), r"^training labels have shape \(20, 1\), expected \(20,\)$"),
+    (lambda m, X, y, c: train(m, X, y, c, 0, X_test=X[:5], y_test=y[:4]),
+     r"^test labels have shape \(4,\), expected \(5,\)$"),
+    (lambda m, X, y, c: train(m, X, y, c, 0, y_test=y),
+     r"^test inputs must be a 2-D array \(n, 3\) of numbers, got dtype object$"),
+    (lambda m, X, y, c: train(m.params, X, y, c, 0), r"^model must be an fpe_ref\.MLP, got dict$"),
+    (lambda m, X, y, c: train(m, X, y, {"epochs": 1}, 0), r"^cfg must be a TrainConfig, got dict$"),
+], ids=["lengths", "NaN", "1-D X", "label column", "test lengths", "y_test alone", "not an MLP", "cfg dict"])
+def test_train_refuses_bad_data_and_arguments_in_one_line(rng, call, match):
+    X = rng.normal(size=(20, 3))
+    y = (X[:, 0] > 0).astype(float)
+    with pytest.raises(FPEError, match=match):
+        call(MLP.init([3, 4, 1], 0), X, y, TrainConfig(epochs=1, batch_size=10))

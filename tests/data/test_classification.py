@@ -31,3 +31,14 @@ def test_classification_data_validates_itself(embedding_arrays, field, value, ma
     kw[field] = value
     with pytest.raises(FPEError, match=match):
         ClassificationData(**kw)
+
+
+def test_classification_data_needs_two_training_classes(embedding_arrays):
+    a = embedding_arrays(dtype=np.float64)
+    kw = dict(X_train=a["X_train"], y_train=np.ones(6, dtype=np.int64), X_test=a["X_test"],
+              y_test=a["y_test"].astype(np.int64), n_classes=3, class_names=("a", "b", "c"), source="my.npz")
+    with pytest.raises(FPEError, match=r"^my\.npz: y_train holds 1 class \(label 1\): a classifier needs at least 2 "
+                                       r"classes in the training split$"):
+        ClassificationData(**kw)
+    with pytest.raises(FPEError, match=r"^n_classes must be an integer >= 2, got 1$"):
+        ClassificationData(**dict(kw, n_classes=1, class_names=("a",)))

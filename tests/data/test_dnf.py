@@ -339,3 +339,9 @@ def test_defaults_give_whole_batches():
     n_test = round(DEFAULT_N_SAMPLES * DEFAULT_TEST_FRACTION)
     assert (DEFAULT_N_SAMPLES - n_test) % 500 == 0  # batch size B = 500 (A.3.1)
     assert math.sqrt(0.25 / n_test) < 0.012  # worst-case binomial SE of test accuracy
+
+
+def test_sizes_beyond_memory_are_refused_before_drawing():
+    with pytest.raises(FPEError, match=r"^generate_dnf\(n=1000000000000, m=32\) needs .* but only .* of memory "
+                                       r"is available$"):
+        generate_dnf(10**12, 32, 4, rng=0)

@@ -238,3 +238,47 @@ def test_embeddings_bad_n_classes_argument(embedding_arrays, tmp_path, n_classes
 def test_bad_dtype(tmp_path, dtype):
     with pytest.raises(FPEError, match=r"dtype must be float32 or float64"):
         load_embeddings(tmp_path, dtype=dtype)
+
+
+def _huge_header(shape=(10**6, 10**6)) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + bytes(64)
+
+
+def test_embeddings_npz_declaring_a_huge_shape_is_refused(embedding_arrays, tmp_path):
+    """A few-kB archive whose X_train header declares (10**6, 10**6): refused before any allocation."""
+    import zipfile
+
+    import io
+
+    p = tmp_path / "emb.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        for k, v in embedding_arrays().items():
+            buf = io.BytesIO()
+            np.save(buf, v)
+            z.writestr(f"{k}.npy", _huge_header() if k == "X_train" else buf.getvalue())
+    assert p.stat().st_size < 4096
+    with pytest.raises(FPEError, match=r"^X_train in .*emb\.npz \(member X_train\.npy\) declares shape "
+                                       r"\(1000000, 1000000\) float32 \(4000000000000 bytes\), more than the 64 "
+                                       r"bytes it holds: the file is corrupt or truncated$"):
+        load_embeddings(p)
+
+
+def test_embeddings_npy_declaring_a_huge_shape_is_refused(embedding_arrays, tmp_path):
+    d = save(tmp_path, embedding_arrays(), "dir")
+    (d / "X_test.npy").write_bytes(_huge_header())
+    with pytest.raises(FPEError, match=r"^X_test in .*X_test\.npy declares shape \(1000000, 1000000\) float32"):
+        load_embeddings(d)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_embeddings_with_one_training_class_are_refused(embedding_arrays, tmp_path, form):
+    a = embedding_arrays()
+    a["y_train"] = np.zeros(6, dtype=np.int64)
+    p = save(tmp_path, a, form)
+    with pytest.raises(FPEError, match=r"^y_train in .*emb(\.npz)? holds 1 class \(label 0\): a classifier needs at "
+                                       r"least 2 classes in the training split$"):
+        load_embeddings(p, n_classes=3)

@@ -90,8 +90,8 @@ def test_fashion_mnist_loads_tiny_files(tmp_path, gz, dtype):
 def test_fashion_mnist_prefers_uncompressed_and_mixes_forms(tmp_path):
     make_fmnist(tmp_path, gz=True)
     # An uncompressed train-labels file next to the .gz one wins.
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 1, 1, 1, 1], np.uint8)))
-    np.testing.assert_array_equal(load_fashion_mnist(tmp_path).y_train, [1, 1, 1, 1, 1])
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 1, 2, 1, 1], np.uint8)))
+    np.testing.assert_array_equal(load_fashion_mnist(tmp_path).y_train, [1, 1, 2, 1, 1])
 
 
 def test_read_idx_is_generic(tmp_path):
@@ -225,3 +225,44 @@ def test_real_debian_fashion_mnist():
     np.testing.assert_array_equal(data.y_train[:8], [9, 0, 0, 3, 0, 2, 7, 2])
     np.testing.assert_array_equal(data.y_test[:5], [9, 2, 1, 1, 6])
     assert data.X_train.min() == 0.0 and data.X_train.max() == 1.0
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_fashion_mnist_with_one_training_class_is_refused(tmp_path, gz):
+    make_fmnist(tmp_path, gz=gz, **{"train-labels-idx1-ubyte": _labs([4, 4, 4, 4, 4])})
+    with pytest.raises(FPEError, match=r"^.*train-labels-idx1-ubyte(\.gz)? holds 1 class \(label 4\): a classifier "
+                                       r"needs at least 2 classes in the training split$"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_fashion_mnist_test_split_may_hold_one_class(tmp_path):
+    make_fmnist(tmp_path, **{"t10k-labels-idx1-ubyte": _labs([3, 3, 3])})
+    assert load_fashion_mnist(tmp_path).y_test.tolist() == [3, 3, 3]
+
+
+def _header_only(n_items: int) -> bytes:
+    """An images header declaring ``n_items`` 28x28 images, followed by the data of five."""
+    return bytes([0, 0, 8, 3]) + b"".join(s.to_bytes(4, "big") for s in (n_items, 28, 28)) + bytes(5 * 784)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gzip"])
+def test_read_idx_refuses_a_header_declaring_more_items_than_the_file_holds(tmp_path, gz):
+    """(2**32 - 1) x 28 x 28 declared over a few kB: refused from the header, nothing allocated or decompressed."""
+    p = write(tmp_path / "train-images-idx3-ubyte", _header_only(2**32 - 1), gz)
+    implied = 16 + (2**32 - 1) * 28 * 28
+    expect = (rf"truncated: 3936 bytes, but its header \(shape \(4294967295, 28, 28\), uint8\) implies {implied}$"
+              if not gz else
+              rf"truncated: its header \(shape \(4294967295, 28, 28\), uint8\) implies {implied} bytes, more than "
+              r"its \d+ gzip-compressed bytes can hold$")
+    with pytest.raises(FPEError, match=expect):
+        read_idx(p, expected_magic=2051)
+
+
+def test_read_idx_refuses_data_larger_than_memory(tmp_path, monkeypatch):
+    from fpe_ref import errors
+
+    p = write(tmp_path / "train-images-idx3-ubyte", _imgs(), gz=True)
+    monkeypatch.setattr(errors, "available_memory", lambda: 1000)
+    with pytest.raises(FPEError, match=r"train-images-idx3-ubyte\.gz \(shape \(5, 28, 28\), uint8\) needs 3\.8 KiB "
+                                       r"\(3936 bytes\) but only 1000 B of memory is available$"):
+        read_idx(p)

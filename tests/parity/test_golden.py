@@ -671,3 +671,78 @@ def test_check_help_names_the_plugin_contract_and_exit_statuses():
                  "0 every checked tensor is within its tolerance", "1 some tensor fails",
                  "3 no tensor fails, but the implementation does not implement some cases", "2 bad input"):
         assert part in text, part
+
+
+# ---------------------------------------------------------------- bundle files: damaged arrays, concurrent exports
+def test_a_bundle_array_declaring_a_huge_shape_is_one_line(bundle, tmp_path):
+    """golden.npz whose first member's header declares (10**6, 10**6): refused from the header, nothing allocated."""
+    import io
+    import zipfile
+
+    d = tmp_path / "b"
+    shutil.copytree(bundle, d)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(d / golden.NPZ_NAME, "w") as z:
+        z.writestr("adam/h1_xent_fpe/X.npy", header.getvalue() + bytes(64))
+    with pytest.raises(FPEError) as exc:
+        golden.check_bundle(d, "numpy")
+    assert str(exc.value) == (
+        f"cannot read the golden bundle's arrays: adam/h1_xent_fpe/X in {d / golden.NPZ_NAME} (member "
+        "adam/h1_xent_fpe/X.npy) declares shape (1000000, 1000000) float64 (8000000000000 bytes), more than the 64 "
+        "bytes it holds: the file is corrupt or truncated")
+
+
+def test_writers_into_one_folder_use_temporary_files_of_their_own(tmp_path, monkeypatch):
+    """Writer A is interrupted, mid-file, by a whole export of writer B into the same folder: both finish, and
+    the file in place is a complete one. (With one shared temporary name, B would truncate A's file and move
+    it into place half-written, and A's os.replace would then fail.)"""
+    path = os.fspath(tmp_path / golden.NPZ_NAME)
+    a = {f"a/{i}": np.full(50, float(i)) for i in range(5)}
+    b = {f"b/{i}": np.full(50, -float(i)) for i in range(5)}
+    real, calls, temps = np.lib.format.write_array, [], []
+    real_temp = golden._temp_file
+
+    def record_temp(p):
+        tmp, f = real_temp(p)
+        temps.append(tmp)
+        return tmp, f
+
+    def write_array(f, array, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # A has written one member: now B writes its whole file
+            golden._write_npz(path, b)
+        real(f, array, **kw)
+
+    monkeypatch.setattr(golden, "_temp_file", record_temp)
+    monkeypatch.setattr(np.lib.format, "write_array", write_array)
+    golden._write_npz(path, a)
+    monkeypatch.setattr(np.lib.format, "write_array", real)
+    assert len(temps) == 2 and temps[0] != temps[1]
+    with np.load(path, allow_pickle=False) as f:  # A replaced last: its file, complete
+        assert sorted(f.files) == sorted(a)
+        for k in a:
+            np.testing.assert_array_equal(f[k], a[k])
+    assert sorted(os.listdir(tmp_path)) == [golden.NPZ_NAME]  # no temporary file left behind
+
+
+def test_concurrent_forced_exports_into_one_folder_give_the_one_bundle(bundle, tmp_path):
+    import threading
+
+    out, errors_ = tmp_path / "shared", []
+
+    def export():
+        try:
+            golden.export_bundle(out, force=True)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors_.append(exc)
+
+    threads = [threading.Thread(target=export) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors_ == []
+    for f in (golden.NPZ_NAME, golden.MANIFEST_NAME):
+        assert (out / f).read_bytes() == (bundle / f).read_bytes(), f
+    assert sorted(os.listdir(out)) == sorted([golden.NPZ_NAME, golden.MANIFEST_NAME])
