@@ -530,7 +530,11 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
             for p in splits_at]
     out_dir = vision_out(out_dir, f"pretrain-timing-{_data_tag(ds)}", cfgs)
     for p, cfg in zip(splits_at, cfgs):
-        recs = run_sweep_cmd(cfg, [hidden], os.path.join(out_dir, f"split_at_{p}"), jobs, f"split at {p}")
+        sub = os.path.join(out_dir, f"split_at_{p}")
+        recs = run_sweep_cmd(cfg, [hidden], sub, jobs, f"split at {p}")
+        from fpe_ref.experiments.compare import vision_comparison
+
+        click.echo(f"split at {p}: " + vision_comparison(recs, sub, f"pretrain_timing_{_data_tag(ds)}/split_at_{p}"))
         s = summarize(recs, cfg.variants)[hidden]
         rows.append([p, tables.pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),
                      tables.pct(s["dense"]["acc_mean"], s["dense"]["acc_sem"]),

@@ -197,6 +197,8 @@ def _slim_history(h: dict, n_points: int = 21) -> dict:
 def slim_record(rec: dict) -> dict:
     """``run_trial``'s record without the per-epoch histories (subsampled to 21 points)."""
     out = {"parent": {k: v for k, v in rec["parent"].items() if k != "history"}, "models": {}}
+    if rec.get("warnings"):
+        out["warnings"] = list(rec["warnings"])
     out["parent"]["history"] = _slim_history(rec["parent"]["history"])
     for v, r in rec["models"].items():
         out["models"][v] = {k: x for k, x in r.items() if k != "history"}

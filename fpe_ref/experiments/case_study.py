@@ -38,7 +38,7 @@ from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import trainers
 from fpe_ref.experiments.outputs import config_diff, open_output, write_json_atomic
 from fpe_ref.experiments.runs import RunStore
-from fpe_ref.train import TrainConfig, TrialSummary
+from fpe_ref.train import TrainConfig, TrialSummary, chance_accuracy, divergence, warmup_warning
 
 VARIANTS = ("dense", "clause", "random")
 
@@ -107,11 +107,13 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, trainer:
     phase1 = trainer.train_many(parents, tr.X, tr.y, tcfg1,
                                 [stream(cfg.seed, "shuffle", t, "dense-phase1") for t in ts],
                                 X_test=te.X, y_test=te.y, on_epoch=on_epoch)
+    chance = chance_accuracy(tr.y)
     out, jobs = [], []  # jobs: (trial index, variant, model, optimizer, rng)
     for k, (t, parent, (opt, hist1)) in enumerate(zip(ts, parents, phase1)):
         rec = {"trial": t, "parent": {"test_acc": parent.accuracy(te.X, te.y), **interference(parent.params["W1"], groups),
                                       "ledger": asdict(parent.ledger()), "history": hist1.to_dict()},
                "models": {}, "backend": trainer.name}
+        _warn(rec, "parent (phase 1)", warmup_warning(tcfg1), divergence(hist1, chance))
         out.append((rec, {}, parent))
         carried = {}
         for v in VARIANTS:
@@ -128,6 +130,7 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, trainer:
                                 y_test=te.y, optimizers=[j[4] for j in jobs], on_epoch=on_epoch)
     for (k, v, model, report, _, _), (_, hist2) in zip(jobs, phase2):
         rec, models, _ = out[k]
+        _warn(rec, f"{v} (phase 2)", warmup_warning(tcfg2), divergence(hist2, chance))
         rec["models"][v].update({
             "after": {"test_acc": model.accuracy(te.X, te.y), **interference(model.params["W1"], groups)},
             "ledger": asdict(model.ledger()), "history": hist2.to_dict(),
@@ -136,6 +139,14 @@ def run_trials(cfg: CaseStudyConfig, ts, tr, te, groups, on_epoch=None, trainer:
         })
         models[v] = model
     return out
+
+
+def _warn(rec: dict, who: str, *warnings) -> None:
+    """Add ``who: warning`` to ``rec["warnings"]`` for each warning that is not None (a record
+    without warnings has no such field, so the records of sound runs are as they always were)."""
+    for w in warnings:
+        if w:
+            rec.setdefault("warnings", []).append(f"{who}: {w}")
 
 
 def _config_key(cfg: CaseStudyConfig) -> str:
@@ -271,6 +282,8 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trai
                 if report and (v, report) not in shown:  # the same ledger every trial: print it once
                     shown.add((v, report))
                     log(f"{v} split (trial {t}): {report}")
+            for w in rec.get("warnings", []):
+                log(f"warning, trial {t}: {w}")
             if on_trial is not None:
                 on_trial(rec)
         summary = summarize(cfg, [done[t] for t in range(cfg.trials)])

@@ -64,7 +64,7 @@ from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import stats, trainers
 from fpe_ref.experiments.outputs import code_version, open_output
 from fpe_ref.experiments.runs import STORE_NAME, RunStore, open_sweep_dir, run_sweep
-from fpe_ref.train import TrainConfig, TrialSummary
+from fpe_ref.train import TrainConfig, TrialSummary, chance_accuracy, divergence
 
 KIND = "vision"
 TRAINER = trainers.key_name(trainers.AUTO, KIND)  # the default run-key trainer: "numpy-reference"
@@ -332,6 +332,8 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
     _, hist_p = _trainer(cfg).train(parent, X_tr, y_tr, _phase(cfg, cfg.pretrain_epochs),
                                     stream(cfg.seed, "shuffle", *tag, "parent"), X_test=X_te, y_test=y_te)
     rec = {"parent": describe(parent, data, hist_p), "models": {}}
+    chance = chance_accuracy(y_tr)
+    warnings = [f"parent: {w}" for w in (divergence(hist_p, chance),) if w]
     random_child = None
     for v in cfg.variants:
         name, alpha = parse_variant(v, cfg.alpha)
@@ -378,6 +380,7 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
         if model.ledger().weights != nnz0:
             raise AssertionError(f"{v}: the non-zero count changed during training: {nnz0} -> {model.ledger().weights}")
         out = describe(model, data, hist)
+        warnings += [f"{v}: {w}" for w in (divergence(hist, chance),) if w]
         out.update(extra)
         out["epochs"] = int(epochs)
         if name == "rewire":
@@ -387,6 +390,8 @@ def run_one(cfg: VisionConfig, hidden: int, trial: int, data=None, log=None) -> 
         rec["models"][v] = out
         if log is not None:
             log(f"h={h} trial={trial} {v}: test {out['test_acc']:.4f}")
+    if warnings:  # only where there are: the records of sound runs are as they always were
+        rec["warnings"] = warnings
     return rec
 
 

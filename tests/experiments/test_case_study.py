@@ -178,3 +178,21 @@ def test_a_second_case_study_writing_the_same_folder_is_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_diverging_run_is_warned_about_in_the_output_and_the_records(tmp_path):
+    out = tmp_path / "cs"
+    text = run(["--trials", "1", "--dense-epochs", "20", "--fpe-epochs", "20", "--n-samples", "400",
+                "--batch-size", "100", "--lr", "50", "--warmup-epochs", "20", "--out", str(out)])
+    (rec,) = map(json.loads, (out / "trials.jsonl").read_text().splitlines())
+    assert rec["warnings"] and all(w.split(":")[0] in {"parent (phase 1)", "dense (phase 2)", "clause (phase 2)",
+                                                        "random (phase 2)"} for w in rec["warnings"])
+    assert "warning, trial 0:" in text
+
+
+def test_a_sound_run_has_no_warnings_field(tmp_path):
+    out = tmp_path / "cs"
+    run(["--trials", "1", "--dense-epochs", "60", "--fpe-epochs", "60", "--n-samples", "1000", "--batch-size", "100",
+         "--lr", "0.01", "--warmup-epochs", "60", "--out", str(out)])
+    (rec,) = map(json.loads, (out / "trials.jsonl").read_text().splitlines())
+    assert "warnings" not in rec, rec.get("warnings")
