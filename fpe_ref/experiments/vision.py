@@ -55,9 +55,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from fpe_ref.deep import expand_alternating
-from fpe_ref.errors import FPEError, check_int, check_positive_ints
+from fpe_ref.errors import FPEError, check_int, check_memory, check_positive_ints
 from fpe_ref.metrics import mean_cosine
-from fpe_ref.mlp import MLP
+from fpe_ref.mlp import MLP, param_nbytes
 from fpe_ref.rewire import RewireSchedule, RewiringAdam
 from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
@@ -433,6 +433,12 @@ def run_vision_sweep(cfg: VisionConfig, hiddens, out_dir, *, meta=None, executor
             check_alpha(alpha, data[0].shape[1])
             if cfg.layers > 3:
                 check_alpha(alpha, min(int(h) for h in hiddens))
+    # every model's training fits in memory (parameters, gradients and Adam's moments: ~4x), before any run
+    d, C = data[0].shape[1], data[6]
+    widest = max(parse_variant(v, cfg.alpha)[1] for v in cfg.variants)
+    for h in hiddens:
+        sizes = _sizes(cfg, d, int(h) * widest, C)
+        check_memory(4 * param_nbytes(sizes, cfg.dtype, cfg.use_layer_norm), f"training an MLP of sizes {sizes} ({cfg.dtype})")
     # the data's fingerprint: resuming onto other data under the same path is refused
     with open_output(out_dir, {"kind": KIND, **cfg.signature()}):
         store = open_store(out_dir, cfg, dict(meta or {}, data_sha1=data_fingerprint(data)))

@@ -247,6 +247,8 @@ def test_cli_fashion_mnist_quick_on_tiny_idx(tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["reproduce", "two-four", "--data", "X", "--data-dir", "Y"], None),
     (["reproduce", "pretrain-timing", "--split-at", "50", "--total-epochs", "40"], "split-at"),
+    (["reproduce", "embeddings", "--data", "X", "--hidden", "1000000000000", "--out", "Y"],
+     "training an MLP of sizes [8, 2000000000000, 3] (float32) needs"),
 ])
 def test_cli_bad_input(tmp_path, emb, args, msg):
     args = [a if a != "X" else str(emb) for a in args]
