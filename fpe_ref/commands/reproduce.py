@@ -276,11 +276,10 @@ def settings_block(cfg, hiddens, extra="", schedule=None) -> str:
 def report_sweep(cfg, records, hiddens, out_dir, title, figure_name, reference=None):
     """summary.json, tables.md and the Figure-5-style figure of one sweep; echo the main tables."""
     from fpe_ref.experiments import vision_report as vr
-    from fpe_ref.experiments.vision import summarize
 
     if not records:
         raise FPEError(f"no finished runs in {out_dir}")
-    summary = summarize(records, cfg.variants)
+    summary = vr.checked_summary(records, cfg.variants, os.path.join(out_dir, "runs.jsonl"))
     C = len(records[0]["parent"]["per_class_test_acc"])
     text = vr.tables(summary, cfg.variants, C, _class_names(cfg))
     head = f"# {title}\n\n" + settings_block(cfg, hiddens) + "\n"
@@ -517,7 +516,6 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
     """
     from fpe_ref.experiments import tables
     from fpe_ref.experiments import vision_report as vr
-    from fpe_ref.experiments.vision import summarize
 
     ds = _dataset(data_file, data_dir, n_classes)
     splits_at = sorted(dict.fromkeys(split_at or (1, 5, 10, 20, 30)))
@@ -535,7 +533,7 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
         from fpe_ref.experiments.compare import vision_comparison
 
         click.echo(f"split at {p}: " + vision_comparison(recs, sub, f"pretrain_timing_{_data_tag(ds)}/split_at_{p}"))
-        s = summarize(recs, cfg.variants)[hidden]
+        s = vr.checked_summary(recs, cfg.variants, os.path.join(sub, "runs.jsonl"))[hidden]
         rows.append([p, tables.pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),
                      tables.pct(s["dense"]["acc_mean"], s["dense"]["acc_sem"]),
                      tables.pct(s["random"]["acc_mean"], s["random"]["acc_sem"]), vr.ri_cell(s["random"])])
@@ -557,7 +555,7 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
                  f"then the dense baseline (fresh Adam) and the random split train {total_epochs} - P more") +
              "\n" + table + "\n")
     vr.figure_curves(curves, os.path.join(out_dir, "fig6b_pretrain_timing.png"), title,
-                     zoom_from=min(10, total_epochs - 1))
+                     zoom_from=min(10, total_epochs - 1), trials=trials)
     click.echo(table)
     click.echo(f"wrote {out_dir}/tables.md, fig6b_pretrain_timing.png")
 

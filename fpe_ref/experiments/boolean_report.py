@@ -23,17 +23,38 @@ Significance (the paper's ``*``)
     two-sided, ``*`` where ``p < 0.05``. Cells with fewer than two trials on either side,
     or with zero variance on both, get ``p = nan`` and no mark.
 Fold change (Figure 4a, b; "normalized to dense values")
-    the same ratio and error with capacity or mean cosine in place of accuracy, FPE model
+    the same ratio and error with capacity or mean |cosine| in place of accuracy, FPE model
     after phase 2 over the dense baseline after phase 2.
+Difference (Figure 3a/b's bottom row: accuracy; Figure 4a/b's middle row: signed cosine)
+    ``D = mean(a) - mean(b)`` with ``SE(D) = sqrt(SE(a)^2 + SE(b)^2)`` (independent means,
+    the conservative choice, as above) and the same Welch p. The signed mean cosine is near
+    zero for most models, so its fold change (a ratio of two means near zero, printed in the
+    tables as the paper defines it) swings in sign and size from cell to cell; the figure
+    draws the difference instead. The paper's accuracy per parameter is not drawn: the
+    dense model and its splits have the same non-zero weights, so it differs from accuracy
+    only by the split's (alpha - 1) * hidden extra biases.
 Regressions (Figure 4c)
     ordinary least squares of the cell means ``R`` on the cell means of the fold change,
     over the hidden sizes of the Figure 3a grid, one line per (split, alpha);
-    ``R^2 = 1 - SS_res / SS_tot`` (= Pearson r^2 for a line with an intercept).
+    ``R^2 = 1 - SS_res / SS_tot`` (= Pearson r^2 for a line with an intercept). A fit needs
+    ``MIN_FIT_POINTS`` = 3 cells: two points always give R^2 = 1, so with fewer no line is
+    drawn and the table says "too few points".
 Tables A1/A2
     mean +- sample standard deviation (ddof = 1) over trials, beside the paper's numbers.
 
 Partially finished grids: a cell with no finished trial is drawn grey / printed "—"; a cell
-with fewer trials than planned is printed with its count ("n=3/5").
+with fewer trials than planned is printed with its count ("n=3/5"). A grid point that
+cannot exist (fewer clauses than alpha: ``fpe_ref.experiments.boolean.feasible``) is
+drawn hatched and labelled "not possible" / printed "n/a", or left out of a 1-D panel.
+
+Records
+-------
+``load_sweep`` checks every record before use (``check_records``): the fields the report
+reads must be there with numbers in them (an ``FPEError`` names the run and the field), and
+the records may differ only in the grid point (``GRID_FIELDS``) and the trial. Records of
+other settings (another seed, other epochs, another trainer...) are refused, not pooled:
+the error names each field that differs and its values, and so it does where the records
+and ``sweep.json`` disagree.
 """
 
 from __future__ import annotations
@@ -45,8 +66,9 @@ import os
 import numpy as np
 
 from fpe_ref.errors import FPEError
+from fpe_ref.experiments.boolean import feasible
 from fpe_ref.experiments.runs import STORE_NAME, RunStore
-from fpe_ref.experiments.stats import linfit, mean_sd_se, relative_improvement
+from fpe_ref.experiments.stats import difference, linfit, mean_sd_se, relative_improvement
 from fpe_ref.experiments.tables import count_note, mean_pm, num, p_value, ratio_cell, table
 
 VARIANTS = ("dense", "clause", "random")
@@ -57,6 +79,10 @@ ALPHA_MARKERS = {2: "o", 4: "s"}
 METRICS = ("capacity", "cosine", "cosine_abs")  # interference metrics with a fold change
 METRIC_LABEL = {"capacity": "feature capacity", "cosine": "mean neuron cosine (signed)",
                 "cosine_abs": "mean neuron |cosine| (unsigned)"}
+DIFFERENCE_METRICS = ("cosine",)  # Figure 4a/b draws FPE - dense for these, the fold change for the others
+MIN_FIT_POINTS = 3  # Figure 4c: fewer cells give no fit (two points always lie on a line, R^2 = 1)
+GRID_FIELDS = ("m", "hidden", "alpha")  # what the grids vary; with "trial", all that records may differ in
+METRIC_FIELDS = ("capacity", "cosine", "cosine_abs")  # numbers or null (not computed) in every record
 
 # The paper's Tables A1 (total feature capacity) and A2 (mean neuron cosine similarity):
 # literals -> ((dense mean, sd), (clause-split mean, sd), (random-split mean, sd)); 8 neurons, 5 trials.
@@ -100,7 +126,140 @@ def load_sweep(sweep_dir):
     kinds = {r.get("sweep") for r in records}
     if meta.get("kind") != "boolean" or kinds - {"boolean"}:
         raise FPEError(f"{sweep_dir} is a {meta.get('kind') or sorted(kinds)} sweep; fpe report knows 'boolean'")
+    if not isinstance(meta.get("config"), dict):
+        raise FPEError(f"{meta_path} has no 'config': not a sweep directory")
+    check_records(records, meta, path)
     return records, meta
+
+
+# ---------------------------------------------------------------- record checks
+def field(rec, path: str, where: str):
+    """``rec``'s field at the dotted ``path``; ``FPEError`` naming the run and the field if it is absent."""
+    x = rec
+    for part in path.split("."):
+        if not isinstance(x, dict) or part not in x:
+            raise FPEError(f"{where}: run {rec.get('run_id', '?')} has no field {path}")
+        x = x[part]
+    return x
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def number(rec, path: str, where: str, kind: str = "number"):
+    """A numeric field: ``kind`` "number" (null allowed: not computed), "accuracy" (in [0, 1]) or "count"."""
+    x = field(rec, path, where)
+    rid = rec.get("run_id", "?")
+    if kind == "number":
+        if x is None or _is_number(x):
+            return x
+        raise FPEError(f"{where}: run {rid}: {path} is {x!r}, not a number")
+    if kind == "accuracy":
+        if _is_number(x) and 0.0 <= x <= 1.0:
+            return x
+        raise FPEError(f"{where}: run {rid}: {path} is {x!r}, not an accuracy in [0, 1]")
+    if isinstance(x, int) and not isinstance(x, bool) and x >= 0:
+        return x
+    raise FPEError(f"{where}: run {rid}: {path} is {x!r}, not a non-negative integer")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested key as one level, ``{"train.lr": 0.001, ...}``."""
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+_ABSENT = object()  # a field a record does not have (``key_differences``)
+
+
+def _shown(values) -> str:
+    """Distinct values as text, numbers in numeric order: "0, 7"; an absent field as "(absent)"."""
+    def text(v):
+        return "(absent)" if v is _ABSENT else v if isinstance(v, str) else json.dumps(v)
+
+    def order(v):
+        return (0, v, "") if _is_number(v) else (1, 0, text(v))
+    return ", ".join(text(v) for v in sorted(values, key=order))
+
+
+def key_differences(records, vary) -> dict:
+    """``{field: "values"}`` for every key field outside ``vary`` whose value is not the same in all records."""
+    flats = [_flat(r["key"]) for r in records]
+    names = sorted({n for f in flats for n in f if n.split(".")[0] not in vary})
+    out = {}
+    for n in names:
+        seen = {}
+        for f in flats:
+            v = f.get(n, _ABSENT)
+            seen.setdefault(json.dumps(v, sort_keys=True) if v is not _ABSENT else "", v)
+        if len(seen) > 1:
+            out[n] = _shown(seen.values())
+    return out
+
+
+def check_pooled(records, vary, where: str) -> None:
+    """Refuse records that differ in a key field outside ``vary`` (one line naming the fields and values)."""
+    diff = key_differences(records, vary)
+    if diff:
+        raise FPEError(f"{where}: the records differ in more than {', '.join(vary)}: "
+                       + "; ".join(f"{k}: {v}" for k, v in diff.items())
+                       + "; keep each setting in its own sweep directory")
+
+
+def check_records(records, meta, where: str) -> None:
+    """Every field the report reads, then that the records differ only in the grid point and the trial.
+
+    ``FPEError`` (one line) for a missing or non-numeric field (naming the run and the
+    field), for records of more than one setting (naming the fields and their values), for
+    records whose settings are not ``sweep.json``'s, and for two records of one trial of a
+    cell.
+    """
+    settings = {k: v for k, v in meta["config"].items() if k != "trials"}
+    for r in records:
+        if not isinstance(r.get("key"), dict):
+            raise FPEError(f"{where}: run {r.get('run_id', '?')} has no field key")
+        for f in GRID_FIELDS + ("trial",):
+            number(r, f"key.{f}", where, "count")
+        for f in settings:
+            field(r, f"key.{f}", where)
+        number(r, "parent.test_acc", where, "accuracy")
+        for f in METRIC_FIELDS:
+            number(r, f"parent.{f}", where)
+        for v in VARIANTS:
+            number(r, f"models.{v}.after.test_acc", where, "accuracy")
+            for f in METRIC_FIELDS:
+                number(r, f"models.{v}.after.{f}", where)
+            for f in ("weights", "biases"):
+                number(r, f"models.{v}.ledger.{f}", where, "count")
+            if "layernorm" in field(r, f"models.{v}.ledger", where):
+                number(r, f"models.{v}.ledger.layernorm", where, "count")
+    vary = GRID_FIELDS + ("trial",)
+    check_pooled(records, vary, where)
+    if records:
+        ours = _flat({k: v for k, v in records[0]["key"].items() if k not in vary})
+        theirs = _flat(settings)
+        diff = [f"{n}: {_shown([ours.get(n, _ABSENT)])} (sweep.json: {_shown([theirs.get(n, _ABSENT)])})"
+                for n in sorted(set(ours) | set(theirs))
+                if json.dumps(ours.get(n), sort_keys=True) != json.dumps(theirs.get(n), sort_keys=True)
+                or (n in ours) != (n in theirs)]
+        if diff:
+            raise FPEError(f"{where}: the records were made with other settings than sweep.json's: "
+                           + "; ".join(diff))
+    seen = {}
+    for r in records:
+        k = r["key"]
+        cell = tuple(k[f] for f in vary)
+        if cell in seen:
+            raise FPEError(f"{where}: runs {seen[cell]} and {r['run_id']} are both trial {k['trial']} of "
+                           f"m={k['m']}, hidden={k['hidden']}, alpha={k['alpha']}")
+        seen[cell] = r.get("run_id", "?")
 
 
 class Cells:
@@ -138,6 +297,10 @@ class Cells:
     def rel(self, m, h, a, split, field="test_acc") -> dict:
         """Relative improvement (or fold change for capacity/cosine) of ``split`` over dense."""
         return relative_improvement(self.values(m, h, a, split, field), self.values(m, h, a, "dense", field))
+
+    def diff(self, m, h, a, split, field="test_acc") -> dict:
+        """The difference ``split`` minus dense of a field's means, ± SE and Welch's p (:func:`difference`)."""
+        return difference(self.values(m, h, a, split, field), self.values(m, h, a, "dense", field))
 
     def count(self, m, h, a) -> int:
         return len(self.runs(m, h, a))
@@ -189,20 +352,31 @@ def _plt():
     return plt
 
 
-def _line_panel(ax, xs, stats, label, color, ls, marker, star_alpha4):
-    """Means with SE error bars; ``*`` above significant points (only where ``star_alpha4``)."""
-    x = [x for x, s in zip(xs, stats) if not math.isnan(s["ratio"])]
-    y = [s["ratio"] for s in stats if not math.isnan(s["ratio"])]
-    e = [0.0 if math.isnan(s["se"]) else s["se"] for s in stats if not math.isnan(s["ratio"])]
+def _ratio_pt(r) -> dict:
+    """A ``relative_improvement`` dict as a plotted point ``{"y", "se", "sig"}``."""
+    return {"y": r["ratio"], "se": r["se"], "sig": r["sig"]}
+
+
+def _diff_pt(d, scale=1.0) -> dict:
+    """A :func:`difference` dict as a plotted point, times ``scale`` (100: percentage points)."""
+    return {"y": scale * d["diff"], "se": scale * d["se"], "sig": d["sig"]}
+
+
+def _line_panel(ax, xs, pts, label, color, ls, marker, star):
+    """Points ``{"y", "se", "sig"}`` with SE error bars; ``*`` above significant ones (only where ``star``)."""
+    ok = [not math.isnan(p["y"]) for p in pts]
+    x = [x for x, o in zip(xs, ok) if o]
+    y = [p["y"] for p, o in zip(pts, ok) if o]
+    e = [0.0 if math.isnan(p["se"]) else p["se"] for p, o in zip(pts, ok) if o]
     if not x:
         ax.plot([], [], color=color, ls=ls, marker=marker, label=label + " (no runs)")
         return
     ax.errorbar(x, y, yerr=e, color=color, ls=ls, marker=marker, ms=4, capsize=3, label=label)
     ax.margins(y=0.1)  # head room for the * marks
-    if star_alpha4:
-        for xi, s in zip(xs, stats):
-            if s["sig"] and not math.isnan(s["ratio"]):
-                ax.annotate("*", (xi, s["ratio"] + (s["se"] if not math.isnan(s["se"]) else 0)),
+    if star:
+        for xi, p in zip(xs, pts):
+            if p["sig"] and not math.isnan(p["y"]):
+                ax.annotate("*", (xi, p["y"] + (p["se"] if not math.isnan(p["se"]) else 0)),
                             textcoords="offset points", xytext=(0, 2), ha="center", color=color, fontsize=12)
 
 
@@ -223,61 +397,91 @@ def _missing_note(ax, xs, counts, planned):
                 fontsize=7, color="grey", va="bottom")
 
 
-def fig3ab(cells, meta, path):
-    """Figure 3a/b: relative improvement (top) and accuracy per parameter (bottom) vs hidden / clauses."""
-    plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
-    for col, (name, xlabel, xof) in enumerate(_panels(meta)):
-        pts = _grid_points(meta, name)
-        ax_r, ax_p = axes[0, col], axes[1, col]
-        for ax in (ax_r, ax_p):
-            _xgrid(ax, [xof(p) for p in pts])
-        for a in sorted({p[2] for p in pts}):
-            ps = sorted([p for p in pts if p[2] == a], key=xof)
-            xs = [xof(p) for p in ps]
-            for s in SPLITS:
-                stats = [cells.rel(p[0], p[1], a, s) for p in ps]
-                _line_panel(ax_r, xs, stats, f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"),
-                            ALPHA_MARKERS.get(a, "^"), star_alpha4=(a == 4))
-            for v in VARIANTS if a == min(p[2] for p in pts) else SPLITS:
-                per = []
-                for p in ps:
-                    acc = mean_sd_se(cells.values(p[0], p[1], a, v, "test_acc"))
-                    npar = cells.params(p[0], p[1], a, v)
-                    per.append({"ratio": 1000 * acc["mean"] / npar if acc["n"] else math.nan,
-                                "se": 1000 * acc["se"] / npar if acc["n"] > 1 else math.nan, "sig": False})
-                lab = "dense" if v == "dense" else f"{v}-split, α={a}"
-                _line_panel(ax_p, xs, per, lab, SPLIT_COLORS[v], "-" if v == "dense" else ALPHA_STYLES.get(a, "--"),
-                            "D" if v == "dense" else ALPHA_MARKERS.get(a, "^"), star_alpha4=False)
-        xs_all = sorted({xof(p) for p in pts})
-        _missing_note(ax_r, xs_all, [min(cells.count(*p) for p in pts if xof(p) == x) for x in xs_all], cells.planned)
-        ax_r.axhline(1.0, color="k", ls="--", lw=0.8)
-        ax_r.set_title(f"({'ab'[col]}) relative improvement, {xlabel}")
-        ax_p.set_title(f"({'ab'[col]}) accuracy per 1000 parameters")
-        ax_p.set_xlabel(xlabel)
-        for ax in (ax_r, ax_p):
-            ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("FPE acc / dense acc")
-    axes[1, 0].set_ylabel("test acc per 1k params (weights + biases)")
-    axes[0, 1].legend(fontsize=8, loc="best")
-    axes[1, 1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"Figure 3a/b: mean over trials ± 1 SE (delta method); * Welch p<0.05, shown for α=4 only; "
-                 f"{cells.planned} trials planned", fontsize=10)
-    fig.tight_layout()
+def _baseline_handle(text):
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], color="k", ls="--", lw=0.8, label=text)
+
+
+def _legend(ax, extra=(), **kw):
+    """The axes' legend with ``extra`` handles (reference lines) after its own."""
+    h, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=list(h) + list(extra), fontsize=8, **kw)
+
+
+def _stat_lines(cells, star_note=True, bars="ratios: delta method; differences: sqrt(SE_FPE² + SE_dense²)") -> list:
+    """The footnote every Boolean figure carries: which statistic, the error bars, the marks."""
+    lines = [f"Points: mean over the finished trials of a cell ({cells.planned} planned; cells with fewer are listed "
+             f"as incomplete). Error bars: ± 1 standard error ({bars})."]
+    if star_note:
+        lines.append("* Welch two-sided p < 0.05, FPE against dense (marked for α = 4 only, to keep the marks apart). "
+                     "Line style: dotted α = 2, solid α = 4; colour: the split.")
+    return lines
+
+
+def _finish(fig, plt, path, lines, height):
+    """Footnote ``lines`` at the bottom of a ``height``-inch figure, lay out, save, close."""
+    fig.text(0.01, 0.004, "\n".join(lines), ha="left", va="bottom", fontsize=7.5, color="0.25")
+    fig.tight_layout(rect=(0, (0.16 * len(lines) + 0.08) / height, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
+def fig3ab(cells, meta, path):
+    """Figure 3a/b: relative improvement (top) and accuracy difference to dense (bottom) vs hidden / clauses."""
+    plt = _plt()
+    height = 8.2
+    fig, axes = plt.subplots(2, 2, figsize=(11, height), sharey="row")
+    for col, (name, xlabel, xof) in enumerate(_panels(meta)):
+        pts = _grid_points(meta, name)
+        ax_r, ax_d = axes[0, col], axes[1, col]
+        for ax in (ax_r, ax_d):
+            _xgrid(ax, [xof(p) for p in pts])
+        for a in sorted({p[2] for p in pts}):
+            ps = sorted([p for p in pts if p[2] == a], key=xof)
+            xs = [xof(p) for p in ps]
+            for s in SPLITS:
+                style = (f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"), ALPHA_MARKERS.get(a, "^"))
+                _line_panel(ax_r, xs, [_ratio_pt(cells.rel(p[0], p[1], a, s)) for p in ps], *style, star=(a == 4))
+                _line_panel(ax_d, xs, [_diff_pt(cells.diff(p[0], p[1], a, s), 100.0) for p in ps], *style,
+                            star=(a == 4))
+        xs_all = sorted({xof(p) for p in pts})
+        _missing_note(ax_r, xs_all, [min(cells.count(*p) for p in pts if xof(p) == x) for x in xs_all], cells.planned)
+        ax_r.axhline(1.0, color="k", ls="--", lw=0.8)
+        ax_d.axhline(0.0, color="k", ls="--", lw=0.8)
+        ax_r.set_title(f"({'ab'[col]}) relative improvement, {xlabel}")
+        ax_d.set_title(f"({'ab'[col]}) test accuracy difference FPE − dense")
+        ax_d.set_xlabel(xlabel)
+        for ax in (ax_r, ax_d):
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("FPE acc / dense acc")
+    axes[1, 0].set_ylabel("FPE acc − dense acc (percentage points)")
+    _legend(axes[0, 1], [_baseline_handle("dense baseline (ratio 1)")], loc="best")
+    _legend(axes[1, 1], [_baseline_handle("dense baseline (difference 0)")], loc="best")
+    fig.suptitle("Figure 3a/b: FPE against the dense baseline, both after phase 2", fontsize=10)
+    notes = _stat_lines(cells) + [
+        "Bottom row instead of the paper's accuracy per parameter: dense and FPE models have the same non-zero "
+        "weights (FPE: (α − 1) × hidden more biases), so that panel repeats the accuracies."]
+    return _finish(fig, plt, path, notes, height)
+
+
 def fig3c(cells, meta, path):
-    """Figure 3c: heat maps of the relative improvement in % ((R - 1) x 100), splits x alphas."""
+    """Figure 3c: heat maps of the relative improvement in % ((R - 1) x 100), splits x alphas.
+
+    Cells that cannot exist (fewer clauses than alpha) are hatched and labelled "not
+    possible"; possible cells without a finished run are grey and labelled "not yet run".
+    """
+    from matplotlib.patches import Patch, Rectangle
+
     plt = _plt()
     k = meta["config"]["k"]
     pts = _grid_points(meta, "fig3c")
     alphas = sorted({p[2] for p in pts})
     hs = _axis_values(pts, 1)
     cs = sorted({p[0] // k for p in pts})
-    fig, axes = plt.subplots(2, len(alphas), figsize=(5.2 * len(alphas), 8), squeeze=False)
+    height = 9.0
+    fig, axes = plt.subplots(2, len(alphas), figsize=(5.2 * max(len(alphas), 1), height), squeeze=False)
     vals = {}
     for s in SPLITS:
         for a in alphas:
@@ -286,6 +490,8 @@ def fig3c(cells, meta, path):
                     vals[s, a, h, c] = cells.rel(c * k, h, a, s)
     finite = [100 * (v["ratio"] - 1) for v in vals.values() if not math.isnan(v["ratio"])]
     lim = max([abs(x) for x in finite] + [1.0])
+    hatch = dict(facecolor="white", hatch="///", edgecolor="0.65", lw=0)
+    shown = set()  # which of "impossible" and "not run" the maps show, for the legend
     for i, s in enumerate(SPLITS):
         for j, a in enumerate(alphas):
             ax = axes[i, j]
@@ -300,8 +506,13 @@ def fig3c(cells, meta, path):
                 for ci, c in enumerate(cs):
                     r = vals[s, a, h, c]
                     n = cells.count(c * k, h, a)
-                    if math.isnan(r["ratio"]):
-                        txt = "missing"
+                    if feasible(c * k, k, a) is not None:
+                        ax.add_patch(Rectangle((ci - 0.5, hi - 0.5), 1, 1, **hatch))
+                        txt = f"not possible\n(C={c} < α)"
+                        shown.add("impossible")
+                    elif math.isnan(r["ratio"]):
+                        txt = "not yet run"
+                        shown.add("not run")
                     else:
                         txt = f"{Z[hi, ci]:+.1f}{'*' if r['sig'] else ''}" + ("" if n == cells.planned else f"\nn={n}")
                     ax.text(ci, hi, txt, ha="center", va="center", fontsize=8,
@@ -312,97 +523,133 @@ def fig3c(cells, meta, path):
             ax.set_ylabel("hidden neurons")
             ax.set_title(f"{s}-split, α={a}")
             fig.colorbar(im, ax=ax, fraction=0.046, label="relative improvement, %")
-    fig.suptitle("Figure 3c: (FPE acc / dense acc − 1) × 100; * Welch p<0.05; grey: no finished run", fontsize=10)
-    fig.tight_layout()
+    keys = {"not run": Patch(facecolor="lightgrey", label="not yet run: no finished trial"),
+            "impossible": Patch(**hatch, label="not possible: fewer clauses C than α (a child would get no input)")}
+    if shown:
+        fig.legend(handles=[keys[x] for x in keys if x in shown], loc="lower center", ncol=2, fontsize=8,
+                   frameon=False, bbox_to_anchor=(0.5, 0.5 / height))
+    fig.suptitle("Figure 3c: (FPE acc / dense acc − 1) × 100, after phase 2", fontsize=10)
+    notes = [f"Cell: mean over the finished trials of the cell ({cells.planned} planned; 'n=k': only k finished). "
+             "* Welch two-sided p < 0.05, FPE against dense."]
+    fig.text(0.01, 0.004, "\n".join(notes), ha="left", va="bottom", fontsize=7.5, color="0.25")
+    fig.tight_layout(rect=(0, 0.85 / height, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
 
 
 def fig4ab(cells, meta, path):
-    """Figure 4a/b: capacity (top) and cosine (bottom) fold change vs hidden (a) and clauses (b)."""
+    """Figure 4a/b: capacity fold change, signed-cosine difference and |cosine| fold change vs hidden / clauses.
+
+    The signed mean cosine is drawn as the difference FPE - dense (module docstring): its
+    fold change, a ratio of two means near zero, is ill-defined.
+    """
     plt = _plt()
-    fig, axes = plt.subplots(3, 2, figsize=(11, 10.5), sharey="row")
+    height = 11.3
+    fig, axes = plt.subplots(3, 2, figsize=(11, height), sharey="row")
     for col, (name, xlabel, xof) in enumerate(_panels(meta)):
         pts = _grid_points(meta, name)
-        for row, field in enumerate(METRICS):
+        for row, f in enumerate(METRICS):
             ax = axes[row, col]
             _xgrid(ax, [xof(p) for p in pts])
             for a in sorted({p[2] for p in pts}):
                 ps = sorted([p for p in pts if p[2] == a], key=xof)
                 xs = [xof(p) for p in ps]
                 for s in SPLITS:
-                    stats = [cells.rel(p[0], p[1], a, s, field) for p in ps]
-                    _line_panel(ax, xs, stats, f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"),
-                                ALPHA_MARKERS.get(a, "^"), star_alpha4=(a == 4))
-            ax.axhline(1.0, color="k", ls="--", lw=1.0)
+                    if f in DIFFERENCE_METRICS:
+                        values = [_diff_pt(cells.diff(p[0], p[1], a, s, f)) for p in ps]
+                    else:
+                        values = [_ratio_pt(cells.rel(p[0], p[1], a, s, f)) for p in ps]
+                    _line_panel(ax, xs, values, f"{s}-split, α={a}", SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"),
+                                ALPHA_MARKERS.get(a, "^"), star=(a == 4))
+            ax.axhline(0.0 if f in DIFFERENCE_METRICS else 1.0, color="k", ls="--", lw=1.0)
             ax.grid(alpha=0.3)
-            ax.set_title(f"({'ab'[col]}) {METRIC_LABEL[field]} fold change", fontsize=10)
+            what = "difference FPE − dense" if f in DIFFERENCE_METRICS else "fold change FPE / dense"
+            ax.set_title(f"({'ab'[col]}) {METRIC_LABEL[f]}: {what}", fontsize=10)
             if row == len(METRICS) - 1:
                 ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("capacity: FPE / dense")
-    axes[1, 0].set_ylabel("cosine: FPE / dense")
+    axes[1, 0].set_ylabel("cosine: FPE − dense")
     axes[2, 0].set_ylabel("|cosine|: FPE / dense")
-    axes[0, 1].legend(fontsize=8)
-    fig.suptitle("Figure 4a/b: after phase 2, normalised to the dense baseline (dashed = 1); ± 1 SE; "
-                 "* Welch p<0.05 (α=4 only)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    _legend(axes[0, 0], [_baseline_handle("dense baseline (fold change 1, difference 0)")], loc="upper right")
+    fig.suptitle("Figure 4a/b: interference metrics after phase 2, FPE against the dense baseline", fontsize=10)
+    notes = _stat_lines(cells) + [
+        "Signed cosine: difference, not fold change; both means are near 0, so their ratio swings in sign and size "
+        "(the tables still list it as 'cos FC')."]
+    return _finish(fig, plt, path, notes, height)
 
 
 def fig4c_fits(cells, meta) -> dict:
-    """Figure 4c data: per (split, alpha) the points (fold change, relative improvement) and the fits."""
+    """Figure 4c data: per (split, alpha) the points (fold change, relative improvement) and the fits.
+
+    A fit over fewer than ``MIN_FIT_POINTS`` finite points is not made: its slope,
+    intercept and R^2 are NaN and ``too_few_points`` is true.
+    """
     pts = _grid_points(meta, "fig3a")
     out = {}
-    for field in METRICS:
+    for f in METRICS:
         for s in SPLITS:
             for a in sorted({p[2] for p in pts}):
                 ps = sorted([p for p in pts if p[2] == a], key=lambda p: p[1])
-                x = [cells.rel(p[0], p[1], a, s, field)["ratio"] for p in ps]
+                x = [cells.rel(p[0], p[1], a, s, f)["ratio"] for p in ps]
                 y = [cells.rel(p[0], p[1], a, s)["ratio"] for p in ps]
-                out[field, s, a] = {"hidden": [p[1] for p in ps], "x": x, "y": y, "fit": linfit(x, y)}
+                fit = linfit(x, y)
+                fit["too_few_points"] = fit["n"] < MIN_FIT_POINTS
+                if fit["too_few_points"]:
+                    fit.update(slope=math.nan, intercept=math.nan, r2=math.nan)
+                out[f, s, a] = {"hidden": [p[1] for p in ps], "x": x, "y": y, "fit": fit}
     return out
 
 
 def fig4c(fits, meta, path):
     """Figure 4c: relative improvement vs capacity (top) and cosine (bottom) fold change, with LSQ lines and R^2."""
+    from matplotlib.lines import Line2D
+
     plt = _plt()
-    fig, axes = plt.subplots(len(METRICS), 1, figsize=(6.5, 11))
-    for row, field in enumerate(METRICS):
+    height = 12.0
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(7, height))
+    for row, f in enumerate(METRICS):
         ax = axes[row]
-        for (f, s, a), d in fits.items():
-            if f != field:
+        handles = []
+        for (g, s, a), d in fits.items():
+            if g != f:
                 continue
             x, y = np.asarray(d["x"], float), np.asarray(d["y"], float)
             ok = np.isfinite(x) & np.isfinite(y)
-            ax.scatter(x[ok], y[ok], color=SPLIT_COLORS[s], marker=ALPHA_MARKERS.get(a, "^"), s=22)
+            color, ls, marker = SPLIT_COLORS[s], ALPHA_STYLES.get(a, "--"), ALPHA_MARKERS.get(a, "^")
+            ax.scatter(x[ok], y[ok], color=color, marker=marker, s=22)
             fit = d["fit"]
+            if fit["too_few_points"]:
+                lab = f"{s}-split, α={a}: too few points for a fit (n={fit['n']} < {MIN_FIT_POINTS})"
+                handles.append(Line2D([], [], color=color, ls="", marker=marker, label=lab))
+                continue
             lab = f"{s}-split, α={a}: R²={num(fit['r2'], 2)} (n={fit['n']})"
             if not math.isnan(fit["slope"]):
                 xx = np.linspace(x[ok].min(), x[ok].max(), 10)
-                ax.plot(xx, fit["slope"] * xx + fit["intercept"], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"),
-                        label=lab)
-            else:
-                ax.plot([], [], color=SPLIT_COLORS[s], ls=ALPHA_STYLES.get(a, "--"), label=lab)
-        ax.set_xlabel(f"{METRIC_LABEL[field]} fold change")
-        ax.set_ylabel("relative improvement")
+                ax.plot(xx, fit["slope"] * xx + fit["intercept"], color=color, ls=ls)
+            handles.append(Line2D([], [], color=color, ls=ls, marker=marker, label=lab))
+        ax.set_xlabel(f"{METRIC_LABEL[f]} fold change (FPE / dense)")
+        ax.set_ylabel("relative improvement (FPE acc / dense acc)")
+        if f == "cosine":
+            ax.set_title("signed cosine: its fold change is ill-defined near 0 (see fig4ab.png); "
+                         "drawn as the paper's Figure 4c", fontsize=8)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(f"Figure 4c: least squares over hidden sizes ({_fixed(meta, 'fig3a')});\ndotted α=2, solid α=4; "
-                 "one point per hidden size (cell means)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+        ax.legend(handles=handles, fontsize=8)
+    fig.suptitle(f"Figure 4c: relative improvement against fold change over hidden sizes ({_fixed(meta, 'fig3a')})",
+                 fontsize=10)
+    notes = ["Points: one per hidden size, the cell means over its finished trials (FPE / dense, after phase 2); "
+             "marker o α = 2, s α = 4.",
+             f"Lines: least squares over those points (dotted α = 2, solid α = 4); none with fewer than "
+             f"{MIN_FIT_POINTS} points."]
+    return _finish(fig, plt, path, notes, height)
 
 
 def fig_accuracy(cells, meta, path):
     """Absolute test accuracy (mean ± SE) of dense, clause and random along the 3a, 3b and table grids."""
     plt = _plt()
     cfg = meta["config"]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    height = 5.2
+    fig, axes = plt.subplots(1, 3, figsize=(15, height), sharey=True)
     panels = _panels(meta) + [("tables", f"literals ({_fixed(meta, 'tables')})", lambda p: p[0])]
     titles = {"fig3a": "Figure 3a grid", "fig3b": "Figure 3b grid", "tables": "Tables A1/A2 grid"}
     for ax, (name, xlabel, xof) in zip(axes, panels):
@@ -416,7 +663,7 @@ def fig_accuracy(cells, meta, path):
                 st = []
                 for p in ps:
                     s = mean_sd_se(cells.values(p[0], p[1], a, v, "test_acc"))
-                    st.append({"ratio": s["mean"], "se": s["se"], "sig": False})
+                    st.append({"y": s["mean"], "se": s["se"], "sig": False})
                 lab = (f"dense ({cfg['dense_epochs'] + cfg['fpe_epochs']} epochs)" if v == "dense"
                        else f"{v}-split, α={a}")
                 _line_panel(ax, xs, st, lab, SPLIT_COLORS[v], "-" if v == "dense" else ALPHA_STYLES.get(a, "--"),
@@ -426,11 +673,10 @@ def fig_accuracy(cells, meta, path):
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy")
     axes[2].legend(fontsize=8)
-    fig.suptitle("Absolute test accuracy after phase 2 (mean ± 1 SE over trials)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    fig.suptitle("Absolute test accuracy after phase 2", fontsize=10)
+    notes = _stat_lines(cells, star_note=False, bars="of the mean over trials") + [
+        "Line style: dotted α = 2, solid α = 4 (dense: black, the same model at both α); colour: the model."]
+    return _finish(fig, plt, path, notes, height)
 
 
 # ---------------------------------------------------------------- markdown
@@ -492,7 +738,8 @@ def markdown(cells, meta, fits, n_records) -> str:
          "test accuracy ± 1 SE (delta method); `*` = Welch t-test p < 0.05 (two-sided); FC = fold change of "
          "capacity / mean cosine (signed, as fpe_ref.metrics computes it) / mean |cosine| (unsigned), "
          "FPE over dense, after phase 2. Accuracies are mean ± sd over trials. "
-         "`—` = no finished run; `n=3/5` = 3 of 5 planned trials finished.", ""]
+         "`—` = no finished run; `n=3/5` = 3 of 5 planned trials finished; `n/a` = a point that cannot exist "
+         "(fewer clauses than α).", ""]
     L.append("## Progress\n")
     rows = []
     for name, g in meta.get("grids", {}).items():
@@ -504,6 +751,11 @@ def markdown(cells, meta, fits, n_records) -> str:
     L.append("## Tables A1 / A2\n")
     L += _tables_a1_a2(cells, meta)
     L.append("## Absolute accuracies, relative improvement and fold changes\n")
+    L.append("`cos FC` is the paper's fold change of the *signed* mean cosine, FPE mean over dense mean. Both means "
+             "are close to 0 (Table A2), so this ratio swings in sign and size from cell to cell and its ± SE is "
+             "often larger than the ratio: read it as ill-defined. `fig4ab.png` draws the difference FPE − dense "
+             "of the signed mean cosine instead (± SE, in `summary.json` as `cosine_difference`); "
+             "`|cos| FC`, the fold change of the unsigned mean, is well defined.\n")
     L += _accuracy_table(cells, meta, _grid_points(meta, "tables") + _grid_points(meta, "tables-alpha4"),
                          lambda p: f"m={p[0]}", f"Tables A1/A2 grid ({_fixed(meta, 'tables')}; by literals)")
     L += _accuracy_table(cells, meta, sorted(_grid_points(meta, "fig3a"), key=lambda p: (p[2], p[1])),
@@ -511,6 +763,8 @@ def markdown(cells, meta, fits, n_records) -> str:
     L += _accuracy_table(cells, meta, sorted(_grid_points(meta, "fig3b"), key=lambda p: (p[2], p[0])),
                          lambda p: f"C={p[0] // k}", f"Figure 3b / 4b grid ({_fixed(meta, 'fig3b')}; by clauses)")
     L.append("## Figure 3c: relative improvement, % ((RI − 1) × 100)\n")
+    L.append("`—` = not yet run; `n/a` = not possible (fewer clauses C than α: a clause split would leave a "
+             "child without inputs).\n")
     pts = _grid_points(meta, "fig3c")
     hs, cs = _axis_values(pts, 1), sorted({p[0] // k for p in pts})
     for s in SPLITS:
@@ -521,14 +775,24 @@ def markdown(cells, meta, fits, n_records) -> str:
                 for c in cs:
                     r = cells.rel(c * k, h, a, s)
                     n = cells.count(c * k, h, a)
-                    row.append("—" if math.isnan(r["ratio"]) else
-                               f"{100 * (r['ratio'] - 1):+.1f}{'*' if r['sig'] else ''}{count_note(n, cells.planned)}")
+                    if feasible(c * k, k, a) is not None:
+                        row.append("n/a")
+                    else:
+                        row.append("—" if math.isnan(r["ratio"]) else
+                                   f"{100 * (r['ratio'] - 1):+.1f}{'*' if r['sig'] else ''}"
+                                   f"{count_note(n, cells.planned)}")
                 rows.append(row)
             L += [f"**{s}-split, α = {a}** (rows: hidden neurons; columns: clauses)\n",
                   table(["h \\ C"] + [str(c) for c in cs], rows), ""]
     L.append(f"## Figure 4c: least-squares fits of RI on fold change (varying neurons, {_fixed(meta, 'fig3a')})\n")
-    rows = [[f, s, str(a), num(d["fit"]["slope"]), num(d["fit"]["intercept"]), num(d["fit"]["r2"]), str(d["fit"]["n"])]
-            for (f, s, a), d in fits.items()]
+    L.append(f"One point per hidden size (cell means). A fit needs at least {MIN_FIT_POINTS} points (two always "
+             "give R² = 1): with fewer, no line is drawn and the row says \"too few points\". The `cosine` rows "
+             "regress on the signed-cosine fold change, ill-defined near 0 (see above).\n")
+    rows = []
+    for (f, s, a), d in fits.items():
+        fit = d["fit"]
+        r2 = "too few points" if fit["too_few_points"] else num(fit["r2"])
+        rows.append([f, s, str(a), num(fit["slope"]), num(fit["intercept"]), r2, str(fit["n"])])
     L += [table(["fold change of", "split", "α", "slope", "intercept", "R²", "points"], rows), ""]
     L.append("Figures: `fig3ab.png`, `fig3c.png`, `fig4ab.png`, `fig4c.png`, `fig_accuracy.png`.")
     return "\n".join(L) + "\n"
@@ -558,6 +822,8 @@ def summary(cells, meta, fits) -> dict:
         for s in SPLITS:
             c[f"{s}_vs_dense"] = {f: {kk: vv for kk, vv in cells.rel(m, h, a, s, f).items() if kk not in ("a", "b")}
                                   for f in ("test_acc",) + METRICS}
+            c[f"{s}_vs_dense"].update({f"{f}_difference": cells.diff(m, h, a, s, f)
+                                       for f in ("test_acc",) + DIFFERENCE_METRICS})
         out["cells"].append(c)
     for (f, s, a), d in fits.items():
         out["fig4c"].append({"fold_change_of": f, "split": s, "alpha": a, **d})

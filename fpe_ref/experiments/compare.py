@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from fpe_ref.experiments.stats import difference_in_se, mean_sd_se
+from fpe_ref.experiments.stats import difference, mean_sd_se
 from fpe_ref.experiments.tables import table
 
 # Sec. 3.1: "our initial dense model achieves a test accuracy of 78.7% ... clause-split and
@@ -50,7 +50,7 @@ def accuracy_rows(items) -> list:
     for label, run, ref, paper in items:
         s_run = mean_sd_se(run)
         if ref is not None and len(ref):
-            s_ref, z = mean_sd_se(ref), difference_in_se(run, ref)["z"]
+            s_ref, z = mean_sd_se(ref), difference(run, ref)["z"]
             ref_cell, ref_best = _pm(s_ref), f"{100 * max(ref):.1f}"
         else:
             ref_cell, ref_best, z = "—", "—", math.nan
@@ -105,7 +105,7 @@ def cell_rows(run_records, ref_records, label, accuracies) -> list:
         for model in models:
             a = [accuracies(r)[model] for r in recs]
             b = [accuracies(r)[model] for r in theirs]
-            z = difference_in_se(a, b)["z"] if b else math.nan
+            z = difference(a, b)["z"] if b else math.nan
             rows.append((label(recs[0]["key"]), model, a, b, z))
     return rows
 

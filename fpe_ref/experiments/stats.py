@@ -115,21 +115,24 @@ def linfit(x, y) -> dict:
     return {"slope": float(slope), "intercept": float(intercept), "r2": r2, "n": n}
 
 
-def difference_in_se(a, b) -> dict:
-    """``mean(a) - mean(b)`` in units of its standard error ``sqrt(SE(a)^2 + SE(b)^2)``.
+def difference(a, b) -> dict:
+    """``D = mean(a) - mean(b)`` with ``SE = sqrt(SE(a)^2 + SE(b)^2)``, ``z = D / SE`` and Welch's p.
 
-    Two independent sets of trials (a run and the committed reference). Returns
-    ``{"diff", "se", "z", "n_a", "n_b"}``; ``se`` and ``z`` are NaN where either side has fewer
-    than two values, and ``z`` is 0 where the difference and its SE are both 0 (identical
-    constant samples).
+    Two independent sets of values: FPE against dense accuracies of one cell (Figures 3 and
+    4's difference panels), or a run against the committed reference (``compare``). Returns
+    ``{"diff", "se", "z", "p", "sig", "n_a", "n_b"}``: ``diff`` is NaN when either side is
+    empty; ``se`` and ``z`` are NaN when either side has fewer than two values, and ``z`` is 0
+    where ``D`` and ``SE`` are both 0 (identical constant samples); ``p`` as :func:`welch_p`.
     """
     sa, sb = mean_sd_se(a), mean_sd_se(b)
-    diff = sa["mean"] - sb["mean"]
-    se = math.sqrt(sa["se"] ** 2 + sb["se"] ** 2)
-    if math.isnan(se):
+    d = sa["mean"] - sb["mean"] if sa["n"] and sb["n"] else math.nan
+    se = math.hypot(sa["se"], sb["se"]) if sa["n"] > 1 and sb["n"] > 1 else math.nan
+    if math.isnan(se) or math.isnan(d):
         z = math.nan
     elif se == 0:
-        z = 0.0 if diff == 0 else math.copysign(math.inf, diff)
+        z = 0.0 if d == 0 else math.copysign(math.inf, d)
     else:
-        z = diff / se
-    return {"diff": diff, "se": se, "z": z, "n_a": sa["n"], "n_b": sb["n"]}
+        z = d / se
+    p = welch_p(a, b)
+    return {"diff": d, "se": se, "z": z, "p": p, "sig": bool(p < SIG_LEVEL) if not math.isnan(p) else False,
+            "n_a": sa["n"], "n_b": sb["n"]}

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from fpe_ref.errors import FPEError
 from fpe_ref.experiments import boolean as bs
 from fpe_ref.experiments import boolean_report as rp
-from fpe_ref.experiments.runs import RunStore
+from fpe_ref.experiments import stats
+from fpe_ref.experiments.runs import RunStore, run_id
 
 QUICK = bs.quick_config()
 GRIDS = ("tables", "fig3a")  # quick: 4 + 8 keys, 8 distinct runs x 2 trials -> 12 runs
@@ -55,3 +60,210 @@ def test_legacy_store_still_loads_for_reports():
     assert meta["config"]["trainer"] == "numpy-reference"
     cells = rp.Cells(records, int(meta["config"]["trials"]))
     assert rp.markdown(cells, meta, rp.fig4c_fits(cells, meta), len(records)).startswith("# Boolean sweep report")
+
+
+# ---------------------------------------------------------------- figures and tables of a partial sweep
+@pytest.fixture(scope="module")
+def partial(tmp_path_factory):
+    """A quick sweep of the tables and Figure 3a grids (Figure 3c: some cells shared, some not run, some impossible)."""
+    out = tmp_path_factory.mktemp("partial") / "s"
+    sweep(out, grids=("tables", "fig3a"))
+    records, meta = rp.load_sweep(out)
+    return out, rp.Cells(records, int(meta["config"]["trials"])), meta
+
+
+@pytest.fixture
+def closed(monkeypatch):
+    """The figures the code under test closes, kept open for inspection (closed after the test)."""
+    kept = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    for f in kept:
+        real_close(f)
+
+
+def legend_texts(fig):
+    legends = fig.legends + [a.get_legend() for a in fig.axes if a.get_legend() is not None]
+    return [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+def data_of(ax, label):
+    """x and y of the error-bar series ``label`` in ``ax``."""
+    c = next(c for c in ax.containers if c.get_label() == label)
+    return np.asarray(c.lines[0].get_xdata(), float), np.asarray(c.lines[0].get_ydata(), float)
+
+
+FIGURES = ("fig3ab", "fig3c", "fig4ab", "fig4c", "fig_accuracy")
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_has_a_legend_and_states_its_statistic(partial, closed, tmp_path, name):
+    out, cells, meta = partial
+    if name == "fig4c":
+        rp.fig4c(rp.fig4c_fits(cells, meta), meta, tmp_path / "f.png")
+    else:
+        getattr(rp, name)(cells, meta, tmp_path / "f.png")
+    (fig,) = closed
+    assert legend_texts(fig), f"{name} has no legend"
+    foot = " ".join(t.get_text() for t in fig.texts)
+    assert "mean" in foot.lower() and "trials" in foot, foot
+    if name != "fig_accuracy":
+        assert "Welch" in foot or "least squares" in foot, foot
+
+
+def test_fig3c_labels_impossible_cells_apart_from_cells_not_run(partial, closed, tmp_path):
+    out, cells, meta = partial
+    rp.fig3c(cells, meta, tmp_path / "f.png")
+    (fig,) = closed
+    maps = {ax.get_title(): [t.get_text() for t in ax.texts] for ax in fig.axes if ax.get_title()}
+    # C = 3 clauses: alpha 4 cannot split them; alpha 2 with 6 neurons is possible but not in the grids run
+    assert maps["clause-split, α=4"].count("not possible\n(C=3 < α)") == 2
+    assert maps["clause-split, α=2"].count("not yet run") == 1
+    assert not any("not possible" in t for t in maps["clause-split, α=2"])
+    assert {"not yet run: no finished trial",
+            "not possible: fewer clauses C than α (a child would get no input)"} <= set(legend_texts(fig))
+
+
+def test_report_tables_mark_impossible_cells_and_refuse_fits_of_two_points(partial):
+    out, cells, meta = partial
+    fits = rp.fig4c_fits(cells, meta)
+    md = rp.markdown(cells, meta, fits, 12)
+    alpha2 = md.split("**clause-split, α = 2**")[1].split("**clause-split")[0]
+    alpha4 = md.split("**clause-split, α = 4**")[1].split("**random-split")[0]
+    assert "| 6 | — |" in alpha2 and "n/a" not in alpha2  # C = 3, 6 neurons: possible, not run
+    assert [row.split(" | ")[1] for row in alpha4.splitlines() if row.startswith(("| 4 ", "| 6 "))] == ["n/a", "n/a"]
+    assert all(d["fit"]["n"] == 2 and d["fit"]["too_few_points"] for d in fits.values())
+    assert all(math.isnan(d["fit"]["r2"]) for d in fits.values())
+    assert md.count("| — | — | too few points | 2 |") == len(fits)
+
+
+def test_fig4c_draws_no_line_through_two_points(partial, closed, tmp_path):
+    out, cells, meta = partial
+    rp.fig4c(rp.fig4c_fits(cells, meta), meta, tmp_path / "f.png")
+    (fig,) = closed
+    assert all(not ax.get_lines() for ax in fig.axes)  # points only
+    assert all("too few points for a fit (n=2 < 3)" in t for t in legend_texts(fig))
+
+
+def test_fig4c_draws_a_line_through_three_points(closed, tmp_path, partial):
+    out, cells, meta = partial
+    x, y = [1.0, 2.0, 3.0], [1.0, 1.2, 1.5]
+    fit = dict(rp.linfit(x, y), too_few_points=False)
+    rp.fig4c({("capacity", "clause", 2): {"hidden": [4, 6, 8], "x": x, "y": y, "fit": fit}}, meta, tmp_path / "f.png")
+    (fig,) = closed
+    assert len(fig.axes[0].get_lines()) == 1
+    assert legend_texts(fig) == [f"clause-split, α=2: R²={fit['r2']:.2f} (n=3)"]
+
+
+def test_fig3ab_bottom_row_is_the_accuracy_difference_in_points(partial, closed, tmp_path):
+    out, cells, meta = partial
+    rp.fig3ab(cells, meta, tmp_path / "f.png")
+    (fig,) = closed
+    bottom = fig.axes[2]  # row 2, column (a): hidden neurons
+    x, y = data_of(bottom, "clause-split, α=2")
+    want = [100 * cells.diff(16, h, 2, "clause")["diff"] for h in x.astype(int)]
+    np.testing.assert_allclose(y, want)
+    assert "percentage points" in bottom.get_ylabel()
+
+
+def test_fig4ab_draws_the_signed_cosine_as_a_difference(partial, closed, tmp_path):
+    out, cells, meta = partial
+    rp.fig4ab(cells, meta, tmp_path / "f.png")
+    (fig,) = closed
+    ax = fig.axes[2]  # row 2 (signed cosine), column (a)
+    assert "difference FPE − dense" in ax.get_title()
+    x, y = data_of(ax, "random-split, α=4")
+    a = [cells.values(16, h, 4, "random", "cosine").mean() - cells.values(16, h, 4, "dense", "cosine").mean()
+         for h in x.astype(int)]
+    np.testing.assert_allclose(y, a)
+    assert "fold change" in fig.axes[4].get_title()  # |cosine| keeps its fold change
+
+
+def test_difference_and_its_standard_error():
+    d = stats.difference([1.0, 2.0, 3.0], [0.0, 0.0, 3.0])
+    assert d["diff"] == pytest.approx(1.0)
+    assert d["se"] == pytest.approx(math.sqrt(1.0 / 3 + 3.0 / 3))
+    assert math.isnan(stats.difference([1.0], [0.0, 1.0])["se"])
+    assert math.isnan(stats.difference([], [0.0])["diff"])
+
+
+# ---------------------------------------------------------------- records the report refuses
+def edited_copy(src, tmp_path, edit):
+    """A copy of the sweep directory ``src`` whose records went through ``edit(records)``."""
+    dst = tmp_path / "edited"
+    dst.mkdir()
+    shutil.copy(src / "sweep.json", dst / "sweep.json")
+    recs = RunStore(src / "runs.jsonl").records()
+    edit(recs)
+    (dst / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return dst
+
+
+def rekey(rec, **changes):
+    rec["key"] = dict(rec["key"], **changes)
+    rec["run_id"] = run_id(rec["key"])
+
+
+def one_line_error(path):
+    with pytest.raises(FPEError) as exc:
+        rp.report(path, path / "out")
+    assert "\n" not in str(exc.value)
+    return str(exc.value)
+
+
+def test_records_of_another_seed_are_refused_not_pooled(partial, tmp_path):
+    d = edited_copy(partial[0], tmp_path, lambda recs: rekey(recs[0], seed=7))
+    msg = one_line_error(d)
+    assert "differ in more than m, hidden, alpha, trial: seed: 0, 7" in msg
+
+
+def test_nested_settings_are_named_with_their_values(partial, tmp_path):
+    def edit(recs):
+        rekey(recs[0], train=dict(recs[0]["key"]["train"], lr=0.5))
+        rekey(recs[1], dense_epochs=9)
+    msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
+    assert "dense_epochs: 4, 9" in msg and "train.lr: 0.001, 0.5" in msg
+
+
+def test_records_that_disagree_with_sweep_json_are_refused(partial, tmp_path):
+    def edit(recs):
+        for r in recs:
+            rekey(r, seed=7)
+    msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
+    assert "other settings than sweep.json's: seed: 7 (sweep.json: 0)" in msg
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("models.clause.after.test_acc", None, "has no field models.clause.after.test_acc"),
+    ("models.clause.after.test_acc", "0.9", "models.clause.after.test_acc is '0.9', not an accuracy in [0, 1]"),
+    ("parent.test_acc", 1.5, "parent.test_acc is 1.5, not an accuracy in [0, 1]"),
+    ("models.random.after.capacity", "big", "models.random.after.capacity is 'big', not a number"),
+    ("models.dense.ledger.biases", -1, "models.dense.ledger.biases is -1, not a non-negative integer"),
+    ("key.hidden", "4", "key.hidden is '4', not a non-negative integer"),
+    ("key.seed", None, "has no field key.seed"),
+])
+def test_a_bad_field_is_one_line_naming_the_run_and_the_field(partial, tmp_path, path, value, message):
+    rid = []
+
+    def edit(recs):
+        target = recs[3]
+        rid.append(target["run_id"])
+        *parents, last = path.split(".")
+        for p in parents:
+            target = target[p]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
+    assert f"run {rid[0]}" in msg and message in msg, msg
+
+
+def test_two_records_of_one_trial_are_refused(partial, tmp_path):
+    def edit(recs):
+        twin = json.loads(json.dumps(recs[0]))
+        twin["run_id"] = "0123456789abcdef"
+        recs.append(twin)
+    msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
+    assert "0123456789abcdef" in msg and "both trial 0 of" in msg

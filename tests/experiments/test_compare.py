@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 
 from fpe_ref.experiments.compare import PAPER_CASE_STUDY, cell_rows, cells_text, comparison_text
-from fpe_ref.experiments.stats import difference_in_se
+from fpe_ref.experiments.stats import difference
 
 
-def test_difference_in_se_by_hand():
-    d = difference_in_se([0.9, 0.94], [0.9, 0.92])  # SEs 0.02 and 0.01
+def test_difference_by_hand():
+    d = difference([0.9, 0.94], [0.9, 0.92])  # SEs 0.02 and 0.01
     assert math.isclose(d["diff"], 0.01) and math.isclose(d["se"], math.sqrt(0.02 ** 2 + 0.01 ** 2))
     assert math.isclose(d["z"], 0.01 / math.sqrt(5e-4))
-    assert difference_in_se([0.5, 0.5], [0.5, 0.5])["z"] == 0.0
-    assert math.isnan(difference_in_se([0.5], [0.5, 0.6])["z"])
+    assert difference([0.5, 0.5], [0.5, 0.5])["z"] == 0.0
+    assert math.isnan(difference([0.5], [0.5, 0.6])["z"])
 
 
 def test_case_study_row_shows_both_statistics_apart():
