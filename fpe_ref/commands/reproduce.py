@@ -98,16 +98,19 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
                                            + ", ".join(f"{v} {100 * rec['models'][v]['after']['test_acc']:.1f} %"
                                                        for v in VARIANTS)))
     _case_study_outputs(cfg, summary, groups, out_dir, backend)
-    _case_study_comparison(cfg, summary, backend)
+    _case_study_comparison(cfg, summary, backend, out_dir)
 
 
-def _case_study_comparison(cfg, summary, backend):
+def _case_study_comparison(cfg, summary, backend, out_dir):
     """This run beside the committed results/case_study and the paper's Sec. 3.1 numbers."""
     from fpe_ref.experiments.case_study import VARIANTS, load_finished, other_options
     from fpe_ref.experiments.compare import PAPER_CASE_STUDY, comparison_text
     from fpe_ref.experiments.outputs import reference_dir
 
     ref_dir = reference_dir("case_study")
+    if ref_dir is not None and os.path.realpath(ref_dir) == os.path.realpath(out_dir):
+        click.echo("this run wrote the committed reference itself: nothing to compare it with")
+        return
     ref, note = None, ""
     if ref_dir is not None:
         diff = other_options(ref_dir, cfg, backend)
@@ -514,24 +517,31 @@ def pretrain_timing(hidden, split_at, total_epochs, trials, out_dir, data_file, 
     (fresh Adam) and the random-split model train total - P more. Curves: mean test
     accuracy per epoch +- s.e.m.; table: final accuracy per split time.
     """
-    from fpe_ref.experiments import tables
-    from fpe_ref.experiments import vision_report as vr
+    from fpe_ref.experiments.outputs import open_output
 
     ds = _dataset(data_file, data_dir, n_classes)
     splits_at = sorted(dict.fromkeys(split_at or (1, 5, 10, 20, 30)))
     if any(p < 0 or p >= total_epochs for p in splits_at):
         raise FPEError(f"--split-at values must be in [0, --total-epochs), got {splits_at}")
-    curves, rows = {}, []
     cfgs = [_vision_config(**ds, alpha=alpha, pretrain_epochs=p, post_epochs=total_epochs - p,
                            variants=("dense", "random"), trials=trials, val_fraction=val_fraction, dtype=dtype,
                            seed=seed, trainer=_trainer_key(trainer), train=_train(lr, batch_size, l1, l2))
             for p in splits_at]
     out_dir = vision_out(out_dir, f"pretrain-timing-{_data_tag(ds)}", cfgs)
+    with open_output(out_dir, {"command": "pretrain-timing", "sweeps": [c.signature() for c in cfgs]}):
+        _pretrain_timing(out_dir, ds, cfgs, splits_at, hidden, total_epochs, alpha, trials, jobs)
+
+
+def _pretrain_timing(out_dir, ds, cfgs, splits_at, hidden, total_epochs, alpha, trials, jobs):
+    """The sub-sweeps of ``fpe reproduce pretrain-timing``, one per split time, then its table and figure."""
+    from fpe_ref.experiments import tables
+    from fpe_ref.experiments import vision_report as vr
+    from fpe_ref.experiments.compare import vision_comparison
+
+    curves, rows = {}, []
     for p, cfg in zip(splits_at, cfgs):
         sub = os.path.join(out_dir, f"split_at_{p}")
         recs = run_sweep_cmd(cfg, [hidden], sub, jobs, f"split at {p}")
-        from fpe_ref.experiments.compare import vision_comparison
-
         click.echo(f"split at {p}: " + vision_comparison(recs, sub, f"pretrain_timing_{_data_tag(ds)}/split_at_{p}"))
         s = vr.checked_summary(recs, cfg.variants, os.path.join(sub, "runs.jsonl"))[hidden]
         rows.append([p, tables.pct(s["parent"]["acc_mean"], s["parent"]["acc_sem"]),

@@ -846,6 +846,9 @@ def report(sweep_dir, out_dir=None) -> list:
     with open(md, "w") as f:
         f.write(markdown(cells, meta, fits, len(records)))
     js = os.path.join(out_dir, "summary.json")
+    from fpe_ref.experiments.outputs import provenance
+
+    # the runs' own provenance is the sweep's (provenance.json, sweep.json); this is the report's
     with open(js, "w") as f:
-        json.dump(summary(cells, meta, fits), f, indent=1)
+        json.dump({**summary(cells, meta, fits), "generated_by": provenance()}, f, indent=1)
     return [md, js] + paths
