@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from fpe_ref.commands import options as opt
-from fpe_ref.errors import FPEError
+from fpe_ref.errors import FPEError, check_int
 from fpe_ref.experiments import trainers
 
 
@@ -57,9 +57,12 @@ def data_options(note):
 @opt.seed
 @opt.train_options
 @opt.trainer_with_alias("--backend")
+@opt.jobs(note="default: every core, one trial per worker at a time; each trial is stored as its worker "
+               "finishes it")
 @opt.out()
 def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, alpha, hidden, m, k,
-                   carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, trainer, out_dir):
+                   carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, trainer, jobs,
+                   out_dir):
     """Sec. 3.1: dense vs clause-split vs random-split FPE on the 8-clause, 4-literal DNF.
 
     A dense [m, h, 1] MLP trains --dense-epochs; it is then split with alpha (clause and
@@ -72,6 +75,7 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
     from fpe_ref.experiments.case_study import VARIANTS, CaseStudyConfig, folder_config, load_finished, run_case_study
     from fpe_ref.experiments.outputs import resolve_out
     from fpe_ref.experiments.progress import Progress
+    from fpe_ref.experiments.runs import local_executor
 
     backend = trainers.get(trainer, "case_study").name
     q = quick
@@ -89,14 +93,24 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
     click.echo(f"case study: m={cfg.m} k={cfg.k} h={cfg.hidden} alpha={cfg.alpha} trials={cfg.trials} "
                f"epochs={cfg.dense_epochs}+{cfg.fpe_epochs} n={cfg.n_samples} seed={cfg.seed} trainer={backend} -> {out_dir}")
     finished = len(load_finished(out_dir, cfg, backend)) if os.path.isdir(out_dir) else 0
-    bar = Progress(total, label="case study", unit="model-epochs",
-                   done=finished * (cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs))
-    with bar:
-        summary, groups = run_case_study(
-            cfg, out_dir, on_epoch=lambda e, h: bar.update(1), log=bar.print, trainer=backend,
-            on_trial=lambda rec: bar.print(f"trial {rec['trial']} stored in {out_dir}/trials.jsonl: test accuracy "
-                                           + ", ".join(f"{v} {100 * rec['models'][v]['after']['test_acc']:.1f} %"
-                                                       for v in VARIANTS)))
+    per_trial = cfg.dense_epochs + len(VARIANTS) * cfg.fpe_epochs
+    jobs = min(check_int("--jobs", jobs, 1) if jobs is not None else os.cpu_count() or 1, cfg.trials - finished)
+    bar = Progress(total, label="case study", unit="model-epochs", done=finished * per_trial)
+
+    def stored(rec):
+        if jobs > 1:  # workers report whole trials
+            bar.update(per_trial)
+        bar.print(f"trial {rec['trial']} stored in {out_dir}/trials.jsonl: test accuracy "
+                  + ", ".join(f"{v} {100 * rec['models'][v]['after']['test_acc']:.1f} %" for v in VARIANTS))
+
+    executor = local_executor(jobs) if jobs > 1 else None
+    try:
+        with bar:
+            summary, groups = run_case_study(cfg, out_dir, on_epoch=None if executor else lambda e, h: bar.update(1),
+                                             log=bar.print, trainer=backend, on_trial=stored, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
     _case_study_outputs(cfg, summary, groups, out_dir, backend)
     _case_study_comparison(cfg, summary, backend, out_dir)
 

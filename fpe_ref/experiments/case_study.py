@@ -243,8 +243,27 @@ def summarize(cfg: CaseStudyConfig, records: list) -> dict:
     return out
 
 
+def _trial_job(cfg: CaseStudyConfig, t: int, trainer: str):
+    """One trial in a worker process (module level, so that it pickles): ``run_trials(cfg, [t])``."""
+    tr, te, groups = make_data(cfg)
+    return run_trials(cfg, [t], tr, te, groups, None, trainer)[0]
+
+
+def _trials_in_workers(cfg, todo, trainer, executor):
+    """``(record, models, parent)`` of each trial of ``todo`` as its worker finishes it."""
+    import concurrent.futures as cf
+
+    futures = [executor.submit(_trial_job, cfg, t, trainer) for t in todo]
+    try:
+        for fut in cf.as_completed(futures):
+            yield fut.result()
+    finally:  # a failure, or the caller stopping: trials not yet started never start
+        for fut in futures:
+            fut.cancel()
+
+
 def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trainer: str = "auto",
-                   on_trial=None):
+                   on_trial=None, executor=None):
     """Run (or resume) every trial, write trials.jsonl, models/ and summary.json; return the summary.
 
     Trials run one after the other, and each is stored the moment it finishes: its models are
@@ -255,6 +274,11 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trai
     (:mod:`fpe_ref.experiments.outputs`). A trainer that cannot train the config's models
     (numba with ``orth > 0``) is refused before any work. ``on_trial(record)`` is called after
     each stored trial.
+
+    ``executor`` (a ``concurrent.futures.Executor``, e.g. ``runs.local_executor(2)``) trains the
+    trials in worker processes, one trial per worker at a time, and stores each as its worker
+    finishes it; the records are those of the serial run (each trial draws only from its own
+    streams), stored in the order they finish. ``on_epoch`` is then not called.
     """
     trainers.get(trainer, "case_study").check_sizes([cfg.m, cfg.hidden, 1], cfg.train)
     if cfg.m % cfg.k:
@@ -269,8 +293,13 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trai
             log(f"resuming: {len(done)} finished trial(s) found in {out_dir}/trials.jsonl")
         tr, te, groups = make_data(cfg)
         shown = set()
-        for t in (t for t in range(cfg.trials) if t not in done):
-            rec, models, parent = run_trials(cfg, [t], tr, te, groups, on_epoch, trainer)[0]
+        todo = [t for t in range(cfg.trials) if t not in done]
+        if executor is None:
+            finished = (run_trials(cfg, [t], tr, te, groups, on_epoch, trainer)[0] for t in todo)
+        else:
+            finished = _trials_in_workers(cfg, todo, trainers.get(trainer, "case_study").name, executor)
+        for rec, models, parent in finished:
+            t = rec["trial"]
             parent.save(os.path.join(out_dir, "models", f"trial{t}_parent.npz"))
             for v, model in models.items():
                 model.save(os.path.join(out_dir, "models", f"trial{t}_{v}.npz"))

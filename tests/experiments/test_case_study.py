@@ -196,3 +196,15 @@ def test_a_sound_run_has_no_warnings_field(tmp_path):
          "--lr", "0.01", "--warmup-epochs", "60", "--out", str(out)])
     (rec,) = map(json.loads, (out / "trials.jsonl").read_text().splitlines())
     assert "warnings" not in rec, rec.get("warnings")
+
+
+def test_trials_in_worker_processes_give_the_serial_records(tmp_path):
+    args = ["--trials", "3", "--dense-epochs", "5", "--fpe-epochs", "5", "--n-samples", "400", "--batch-size", "100"]
+    run(args + ["--jobs", "1", "--out", str(tmp_path / "serial")])
+    text = run(args + ["--jobs", "2", "--out", str(tmp_path / "workers")])
+    assert text.count("stored in") == 3
+    a, b = _records(tmp_path / "serial" / "trials.jsonl"), _records(tmp_path / "workers" / "trials.jsonl")
+    assert sorted(a) == sorted(b) == [0, 1, 2] and all(a[t] == b[t] for t in a)
+    for t in a:
+        for v in ("parent", "dense", "clause", "random"):
+            assert (tmp_path / "workers" / "models" / f"trial{t}_{v}.npz").exists()
