@@ -77,3 +77,16 @@ def _embedding_arrays(d: int = 4, dtype=np.float32) -> dict:
 def embedding_arrays():
     """``embedding_arrays(d=4, dtype=np.float32)``: a fresh dict of valid embedding arrays."""
     return _embedding_arrays
+
+
+@pytest.fixture
+def closed(monkeypatch):
+    """The figures the code under test closes, kept open for inspection (closed after the test)."""
+    import matplotlib.pyplot as plt
+
+    kept = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    for f in kept:
+        real_close(f)

@@ -68,6 +68,7 @@ import numpy as np
 from fpe_ref.errors import FPEError
 from fpe_ref.experiments.boolean import feasible
 from fpe_ref.experiments.runs import STORE_NAME, RunStore
+from fpe_ref.experiments.outputs import flatten
 from fpe_ref.experiments.stats import difference, linfit, mean_sd_se, relative_improvement
 from fpe_ref.experiments.tables import count_note, mean_pm, num, p_value, ratio_cell, table
 
@@ -164,18 +165,6 @@ def number(rec, path: str, where: str, kind: str = "number"):
     raise FPEError(f"{where}: run {rid}: {path} is {x!r}, not a non-negative integer")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    """A nested key as one level, ``{"train.lr": 0.001, ...}``."""
-    out = {}
-    for k, v in d.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, name + "."))
-        else:
-            out[name] = v
-    return out
-
-
 _ABSENT = object()  # a field a record does not have (``key_differences``)
 
 
@@ -191,7 +180,7 @@ def _shown(values) -> str:
 
 def key_differences(records, vary) -> dict:
     """``{field: "values"}`` for every key field outside ``vary`` whose value is not the same in all records."""
-    flats = [_flat(r["key"]) for r in records]
+    flats = [flatten(r["key"]) for r in records]
     names = sorted({n for f in flats for n in f if n.split(".")[0] not in vary})
     out = {}
     for n in names:
@@ -243,8 +232,8 @@ def check_records(records, meta, where: str) -> None:
     vary = GRID_FIELDS + ("trial",)
     check_pooled(records, vary, where)
     if records:
-        ours = _flat({k: v for k, v in records[0]["key"].items() if k not in vary})
-        theirs = _flat(settings)
+        ours = flatten({k: v for k, v in records[0]["key"].items() if k not in vary})
+        theirs = flatten(settings)
         diff = [f"{n}: {_shown([ours.get(n, _ABSENT)])} (sweep.json: {_shown([theirs.get(n, _ABSENT)])})"
                 for n in sorted(set(ours) | set(theirs))
                 if json.dumps(ours.get(n), sort_keys=True) != json.dumps(theirs.get(n), sort_keys=True)

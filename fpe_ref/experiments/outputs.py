@@ -163,12 +163,13 @@ def provenance() -> dict:
 
 
 # ---------------------------------------------------------------- one folder, one configuration
-def _flat(d, prefix=""):
+def flatten(d, prefix: str = "") -> dict:
+    """A nested dict as one level with dotted names: ``{"train": {"lr": 1}}`` -> ``{"train.lr": 1}``."""
     out = {}
     for k, v in (d.items() if isinstance(d, dict) else ()):
         name = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flat(v, name + "."))
+            out.update(flatten(v, name + "."))
         else:
             out[name] = v
     return out
@@ -176,7 +177,7 @@ def _flat(d, prefix=""):
 
 def config_diff(old: dict, new: dict) -> list:
     """``["seed: 0 -> 7", ...]`` for every (dotted) option whose value differs."""
-    a, b = _flat(json.loads(json.dumps(old, default=list))), _flat(json.loads(json.dumps(new, default=list)))
+    a, b = flatten(json.loads(json.dumps(old, default=list))), flatten(json.loads(json.dumps(new, default=list)))
     missing = object()
     return [f"{k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}" for k in sorted(set(a) | set(b))
             if a.get(k, missing) != b.get(k, missing)]

@@ -7,7 +7,6 @@ import math
 import os
 import shutil
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -70,17 +69,6 @@ def partial(tmp_path_factory):
     sweep(out, grids=("tables", "fig3a"))
     records, meta = rp.load_sweep(out)
     return out, rp.Cells(records, int(meta["config"]["trials"])), meta
-
-
-@pytest.fixture
-def closed(monkeypatch):
-    """The figures the code under test closes, kept open for inspection (closed after the test)."""
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
-    yield kept
-    for f in kept:
-        real_close(f)
 
 
 def legend_texts(fig):

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
-import pytest
 
 from fpe_ref.experiments import figures
 from fpe_ref.mlp import MLP
-
-
-@pytest.fixture
-def closed(monkeypatch):
-    """The figures the code under test closes, kept open for inspection (closed after the test)."""
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
-    yield kept
-    for f in kept:
-        real_close(f)
 
 
 GROUPS = [np.arange(0, 4), np.arange(4, 8)]  # two clauses of four literals

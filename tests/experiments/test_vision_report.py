@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import re
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
@@ -13,17 +12,6 @@ from matplotlib.container import ErrorbarContainer
 from fpe_ref.errors import FPEError
 from fpe_ref.experiments import vision_report as vr
 from fpe_ref.experiments.vision import summarize
-
-
-@pytest.fixture
-def closed(monkeypatch):
-    """The figures the code under test closes, kept open for inspection (closed after the test)."""
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
-    yield kept
-    for f in kept:
-        real_close(f)
 
 
 VARIANTS = ["dense", "random", "dense-scratch"]

@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
-import pytest
-
 from fpe_ref.theory import plot
-
-
-@pytest.fixture
-def closed(monkeypatch):
-    """The figures the code under test closes, kept open for inspection (closed after the test)."""
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
-    yield kept
-    for f in kept:
-        real_close(f)
 
 
 def legend_texts(fig):
