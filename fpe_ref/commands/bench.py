@@ -15,8 +15,8 @@ from fpe_ref.commands import options as opt
 
 
 @click.command("bench")
-@opt.quick("fewer repetitions and a 100 + 100-epoch case study (several minutes on 2 shared cores, most of it "
-           "the PyTorch loop; add --no-torch to skip it); never written under results/")
+@opt.quick("fewer repetitions and a 100 + 100-epoch case study (11 min on 2 loaded cores, most of it the "
+           "PyTorch peers; 3.5 min with --no-torch); never written under results/")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
 @opt.dtype(multiple=True, note="repeatable; default both")
@@ -30,10 +30,13 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     timed epochs (min, max), the ratio to the dense parent measured in the same run, and the
     same model in PyTorch when it is installed (extra `bench`). Then the Sec. 3.1 case study
     (5 trials x 3 variants, 1000 + 1000 epochs) end to end: NumPy and numba one model at a time,
-    numba batched, and PyTorch. Records the load average and thread counts: on a shared
-    machine the numbers are indicative.
+    numba batched, numba with the trials in 2 worker processes, and the PyTorch peers (one
+    model at a time, all models of a phase batched with bmm, and batched under torch.compile);
+    every way is checked to reach NumPy's accuracies before it counts, and the fastest PyTorch
+    peer is named with its ratio to our fastest way. Records the load average and thread
+    counts: on a shared machine the numbers are indicative.
     """
-    from fpe_ref.experiments.bench import BenchConfig, run_bench, table
+    from fpe_ref.experiments.bench import BenchConfig, case_study_lines, run_bench, table
 
     kw = {"threads": threads, "torch": not no_torch}
     if dtypes:
@@ -57,11 +60,11 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     click.echo(table(rec["steps"]))
     cs = rec["case_study"]
     click.echo(f"\ncase study ({cs['trials']} trials x (1 + 3) runs x {cs['epochs_per_phase']} epochs, {cs['steps']} steps):")
-    for name, w in cs["wall_s"].items():
-        click.echo(f"  {name:<28} {w:8.1f} s   (max |acc - numpy| {cs['max_acc_difference_vs_numpy'][name]:.4f})")
+    for line in case_study_lines(cs):
+        click.echo(line)
     click.echo("\ntargets:")
     for k, t in rec["targets"].items():
-        click.echo(f"  {k:<32} {t['value']:.4g} (target {t['target']}): {'met' if t['met'] else 'not met' if t['met'] is False else 'n/a'}")
+        click.echo(f"  {k:<44} {t['value']:.4g} (target {t['target']}): {'met' if t['met'] else 'not met' if t['met'] is False else 'n/a'}")
     click.echo(f"\nload average before {env['load_average']}, after {rec['environment_after']['load_average']}; "
                f"threads {env['threads']} (numba {env['numba_threads']}, torch {env['torch'] and env['torch']['threads']}); "
                f"BLAS {env['blas']}")

@@ -10,7 +10,9 @@ lazily so that fpe-ref itself never needs torch (extras ``torch`` and ``bench``)
 - :mod:`fpe_ref.experiments.bench` trains with :class:`TorchTrainer` / :func:`train`,
   Alg. A3's loop (:func:`fpe_ref.train.train`) built from the same :func:`forward`,
   :func:`data_loss` and :func:`penalty`, with the warm-up of
-  :func:`fpe_ref.optim.schedule` and the prediction rules of :data:`LOSSES`.
+  :func:`fpe_ref.optim.schedule` and the prediction rules of :data:`LOSSES`; and with
+  :func:`train_many`, the same loop for many MLPs of one shape at once, their parameters
+  stacked along a leading model dimension (batched matrix products, one backward, one Adam).
 
 Masks: a masked weight ``W`` enters every computation as ``W * M`` (the forward pass and
 every penalty), as ``torch.nn.utils.prune`` applies a mask, so autograd multiplies its
@@ -391,3 +393,245 @@ def train(model, X, y, cfg, rng, *, X_test=None, y_test=None, device="cpu", on_e
             on_epoch(epoch, hist)
     tr.write_back()
     return hist
+
+
+# ---------------------------------------------------------------- many models at once
+def _rows_bce(logits, y):
+    """Per-sample BCE-with-logits ``(n,)`` of one logit ``(n, 1)``."""
+    return F.binary_cross_entropy_with_logits(logits[:, 0], y, reduction="none")
+
+
+def _rows_xent(logits, y):
+    """Per-sample softmax cross-entropy ``(n,)`` of logits ``(n, C)``."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+# LOSSES' losses per sample, so that each model of a stack takes the mean over its own batch.
+_ROW_LOSSES = {"bce": _rows_bce, "xent": _rows_xent}
+
+
+def _stacked_logits(p, X, n_layers):
+    """Logits ``(M, n, C)`` of ``M`` stacked MLPs.
+
+    ``p`` holds the masked parameters ``[W1, b1, W2, b2, ...]`` with ``W{l}`` ``(M, out, in)``
+    and ``b{l}`` ``(M, out)``; ``X`` is ``(M, n, d)`` (each model's own batch) or ``(n, d)``
+    (one input set for every model). Layer ``l`` is ``h W^T + b`` per model, as ``F.linear``.
+    """
+    h = X
+    for l in range(n_layers):
+        W, b = p[2 * l], p[2 * l + 1]
+        if h.dim() == 2:
+            a = torch.matmul(h, W.transpose(1, 2)) + b[:, None, :]  # (M, n, out), X broadcast over models
+        else:
+            a = torch.baddbmm(b[:, None, :], h, W.transpose(1, 2))  # (M, n, out)
+        h = torch.relu(a) if l < n_layers - 1 else a
+    return h
+
+
+def _stacked_penalty(p, pens, terms):
+    """:func:`penalty` of each of ``M`` stacked models, ``(M,)``.
+
+    ``pens`` is the epoch's ``(l1, l2, orth)`` as a tensor (values change with the warm-up
+    without recompiling a compiled step); ``terms`` says which of the three ``cfg`` switches
+    on (fixed for a whole phase, as :func:`penalty`'s ``if l1:``).
+    """
+    W1 = p[0]
+    M = W1.shape[0]
+    out = torch.zeros(M, dtype=W1.dtype, device=W1.device)
+    if terms[0]:
+        out = out + pens[0] * W1.abs().sum(dim=(1, 2))
+    if terms[1]:
+        out = out + pens[1] * sum((q * q).reshape(M, -1).sum(dim=1) for q in p)
+    if terms[2]:
+        R = torch.bmm(W1, W1.transpose(1, 2)) - torch.eye(W1.shape[1], dtype=W1.dtype, device=W1.device)  # (M, h, h)
+        out = out + pens[2] * (R * R).sum(dim=(1, 2))
+    return out
+
+
+def _many_step(params, masks, X, y_loss, y, idx, pens, n_layers, loss, terms):
+    """One Alg. A3 step's forward for ``M`` stacked models, each on its own batch.
+
+    ``idx`` ``(M, B)`` are the rows of each model's batch; ``masks`` are aligned with
+    ``params`` (None for an unmasked one). Returns each model's ``data loss + penalty``
+    ``(M,)`` (the sum is what autograd differentiates: the models share no parameter, so each
+    gets exactly its own gradient) and its hit count ``(M,)`` under the prediction rule.
+    """
+    p = [q if m is None else q * m for q, m in zip(params, masks)]  # W * M, as _effective
+    M, B = idx.shape
+    rows = idx.reshape(M * B)  # index_select on the flat rows: a plain gather, cheaper than X[idx]
+    logits = _stacked_logits(p, X.index_select(0, rows).reshape(M, B, X.shape[1]), n_layers)  # (M, B, C)
+    flat = logits.reshape(M * B, logits.shape[2])
+    data = _ROW_LOSSES[loss](flat, y_loss.index_select(0, rows)).reshape(M, B).mean(dim=1)
+    hits = (LOSSES[loss].predict(flat.detach()) == y.index_select(0, rows)).reshape(M, B).sum(dim=1)
+    return data + _stacked_penalty(p, pens, terms), hits
+
+
+def _check_many(models, rngs):
+    """One-line FPEErrors unless ``models`` are MLPs of one size, dtype and no LayerNorm, one rng each."""
+    from fpe_ref.mlp import MLP
+
+    models = list(models)
+    if not models:
+        raise FPEError("train_many needs at least one model")
+    if any(not isinstance(m, MLP) for m in models):
+        raise FPEError("train_many trains fpe_ref.MLP models only")
+    if any(m.layer_norm for m in models):
+        raise FPEError("train_many trains MLPs without LayerNorm (train LayerNorm models with train)")
+    sizes, dtype = models[0].sizes, models[0].dtype
+    for i, m in enumerate(models):
+        if m.sizes != sizes or m.dtype != dtype:
+            raise FPEError(f"train_many trains models of one shape: model {i} is {m.sizes} {m.dtype.name}, "
+                           f"model 0 is {sizes} {dtype.name}")
+    if len(rngs) != len(models):
+        raise FPEError(f"train_many needs one rng per model: {len(rngs)} rngs for {len(models)} models")
+    return models
+
+
+def train_many(models, X, y, cfg, rngs, *, X_test=None, y_test=None, device="cpu", compile=False) -> list:
+    """Train MLPs of one shape in place, all at once: :func:`train` for each, batched over models.
+
+    The parameters of the ``M`` models are stacked along a leading model dimension
+    (``W{l}``: ``(M, out, in)``, ``b{l}``: ``(M, out)``) and every layer is one
+    ``torch.baddbmm``. Each model keeps its own batches: its epoch order is
+    ``rngs[m].permutation(n)``, drawn as :func:`fpe_ref.train.train` draws it, and its batch
+    ``X[idx_m]`` is gathered into an ``(M, B, d)`` tensor (the last batch smaller when ``B``
+    does not divide ``n``). Each model's loss is its own mean data loss plus its own penalty
+    on its masked weights; one ``backward`` of their sum gives every model exactly its own
+    gradient, and one ``torch.optim.Adam`` (:func:`_adam`) over the stacked tensors equals
+    one Adam per model, Adam being element-wise. Warm-up and penalties come from
+    :func:`fpe_ref.optim.schedule` (the same for every model), the prediction rule from
+    :data:`LOSSES`. Losses, hit counts and test accuracies stay on the device until training
+    ends: no host synchronisation inside the loop.
+
+    Parameters
+    ----------
+    models : list of MLP
+        The same sizes and dtype, no LayerNorm, dense or masked (masks may differ per model).
+    X, y : training inputs ``(n, d)`` and integer labels ``(n,)``.
+    cfg : TrainConfig
+    rngs : one Generator (or int seed) per model, for its per-epoch shuffle.
+    X_test, y_test : optional test set, evaluated every ``cfg.eval_every`` epochs and at the last.
+    device : ``"cpu"``, ``"cuda"`` (:func:`resolve_device`) or a ``torch.device``.
+    compile : bool
+        Run the step's forward (and so its backward) through ``torch.compile``. If compiling
+        fails, an FPEError says why and no model is changed.
+
+    Returns
+    -------
+    list of History, one per model, as :func:`fpe_ref.train.train` records it.
+    """
+    models = _check_many(models, rngs)
+    rngs = [as_rng(r) for r in rngs]
+    X, y = check_data(X, y, models[0])
+    if X_test is not None or y_test is not None:
+        X_test, y_test = check_data(X_test, y_test, models[0], "test")
+    dev = resolve_device(device) if isinstance(device, str) else device
+    M, L, dtype, loss = len(models), models[0].n_layers, models[0].dtype, models[0].loss_name
+    names = list(models[0].params)  # W1, b1, W2, b2, ...
+    params = [torch.from_numpy(np.stack([m.params[k] for m in models])).to(dev).requires_grad_(True) for k in names]
+    masked = set().union(*(m.masks for m in models))
+    masks = [torch.from_numpy(np.stack([m.masks[k] if k in m.masks else np.ones(m.params[k].shape, bool)
+                                        for m in models]).astype(dtype)).to(dev) if k in masked else None
+             for k in names]
+    opt = _adam(params, cfg)
+
+    def data(X, y):
+        X = torch.from_numpy(np.ascontiguousarray(X, dtype=dtype)).to(dev)
+        y = torch.from_numpy(np.asarray(y).astype(np.int64)).to(dev)
+        return X, y, (y.to(X.dtype) if loss == "bce" else y)
+
+    Xt, yt, yt_loss = data(X, y)
+    if X_test is not None:
+        Xs, ys, _ = data(X_test, y_test)
+    terms = tuple(bool(v) for v in (cfg.l1, cfg.l2, cfg.orth))
+    sched = [schedule(cfg, e) for e in range(1, cfg.epochs + 1)]  # Alg. A3 line 8, every epoch
+    pens = torch.tensor([[p.l1, p.l2, p.orth] for _, p in sched], dtype=Xt.dtype).reshape(-1, 3).to(dev)
+    pens = list(pens.unbind(0))  # the coefficients of each epoch, (3,)
+    step = _compiled_step() if compile else _eager_step
+    n, B = X.shape[0], cfg.batch_size
+    sizes = torch.tensor([min(B, n - s) for s in range(0, n, B)], dtype=torch.float64, device=dev)[:, None]
+    losses, hits, test_hits, test_epoch = [], [], [], []
+    for epoch in range(1, cfg.epochs + 1):
+        lr, _ = sched[epoch - 1]
+        for g in opt.param_groups:
+            g["lr"] = lr
+        order = torch.from_numpy(np.stack([r.permutation(n) for r in rngs])).to(dev)  # (M, n)
+        step_loss, step_hits = [], []
+        for start in range(0, n, B):
+            idx = order[:, start:start + B]  # (M, B)
+            opt.zero_grad(set_to_none=True)
+            total, h = step(params, masks, Xt, yt_loss, yt, idx, pens[epoch - 1], L, loss, terms)
+            opt.step()
+            step_loss.append(total.detach())
+            step_hits.append(h)
+        losses.append((torch.stack(step_loss).to(torch.float64) * sizes).sum(dim=0))  # (M,)
+        hits.append(torch.stack(step_hits).sum(dim=0))
+        if X_test is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+            with torch.no_grad():
+                p = [q if m is None else q * m for q, m in zip(params, masks)]
+                z = _stacked_logits(p, Xs, L)  # (M, n_test, C)
+                pred = LOSSES[loss].predict(z.reshape(-1, z.shape[-1])).reshape(M, -1)
+                test_hits.append((pred == ys).sum(dim=1))
+            test_epoch.append(epoch)
+    # the one host synchronisation: every epoch's numbers at once
+    loss_np = torch.stack(losses).cpu().numpy() / n if losses else np.zeros((0, M))  # (epochs, M)
+    hits_np = torch.stack(hits).cpu().numpy() if hits else np.zeros((0, M), np.int64)
+    test_np = torch.stack(test_hits).cpu().numpy() if test_hits else np.zeros((0, M), np.int64)
+    bad = np.argwhere(~np.isfinite(loss_np))
+    if bad.size:
+        e, m = bad[0]
+        raise FPEError(f"training diverged: model {m}'s loss is {loss_np[e, m]} at epoch {e + 1} "
+                       "(lower the learning rate?)")
+    with torch.no_grad():
+        for i, k in enumerate(names):
+            eff = params[i] if masks[i] is None else params[i] * masks[i]
+            eff = eff.detach().cpu().numpy()
+            for j, model in enumerate(models):
+                model.params[k][...] = eff[j]
+    out = []
+    for j, model in enumerate(models):
+        model.apply_masks()
+        out.append(History(loss=[float(v) for v in loss_np[:, j]], train_acc=[int(v) / n for v in hits_np[:, j]],
+                           test_epoch=list(test_epoch),
+                           test_acc=[int(v) / Xs.shape[0] for v in test_np[:, j]] if X_test is not None else []))
+    return out
+
+
+def _eager_step(*args):
+    """:func:`_many_step` and the backward of the models' summed loss."""
+    total, hits = _many_step(*args)
+    total.sum().backward()
+    return total, hits
+
+
+_COMPILED = {}
+
+
+def _compiled_step():
+    """:func:`_eager_step` with :func:`_many_step` through ``torch.compile``.
+
+    The compiled function is made once, so its graphs are reused by later calls of the same
+    shapes. Compilation happens at a step's first call for new shapes (the forward) and at its
+    first backward; any failure there is an FPEError naming the cause.
+    """
+    if "step" not in _COMPILED:
+        try:
+            _COMPILED["step"] = torch.compile(_many_step)
+        except Exception as exc:  # e.g. a Python or platform torch.compile does not support
+            raise FPEError(f"torch.compile is not available: {type(exc).__name__}: {_first_line(exc)}") from None
+    compiled = _COMPILED["step"]
+
+    def step(params, *args):
+        try:
+            total, hits = compiled(params, *args)
+            total.sum().backward()
+        except Exception as exc:
+            raise FPEError(f"torch.compile failed on {params[0].device}: {type(exc).__name__}: "
+                           f"{_first_line(exc)}") from None
+        return total, hits
+    return step
+
+
+def _first_line(exc) -> str:
+    """An exception's first line (compiler errors run to pages), for a one-line FPEError."""
+    return (str(exc).strip().splitlines() or [""])[0][:300]

@@ -83,3 +83,125 @@ def test_bad_labels_are_one_line_errors(rng):
     with pytest.raises(FPEError, match=r"labels must be integers in \[0, 2\)") as exc:
         torch_ref.TorchTrainer(model, X, y, TrainConfig(epochs=1, warmup_epochs=1, batch_size=5))
     assert "\n" not in str(exc.value)
+
+
+# ---------------------------------------------------------------- train_many
+def _dnf_problem():
+    """A 450-row DNF set (360 train: batches of 100 and a last one of 60), its clauses."""
+    from fpe_ref.data.dnf import generate_dnf, train_test_split
+
+    data = generate_dnf(450, 32, 4, np.random.default_rng(RNG_SEED))
+    tr, te = train_test_split(data, 0.2, np.random.default_rng(RNG_SEED + 1))
+    return tr, te, [np.asarray(c) for c in data.clauses]
+
+
+def _models(kind, groups):
+    parents = [MLP.init([32, 8, 1], np.random.default_rng(20 + i)) for i in range(3)]
+    if kind == "dense":
+        return parents
+    splits = ("clause", "random", "random")  # one shape, masks that differ per model
+    return [expand(p, 2, s, np.random.default_rng(30 + i), groups=groups).model
+            for i, (p, s) in enumerate(zip(parents, splits))]
+
+
+_MANY_CFG = TrainConfig(epochs=3, warmup_epochs=2, warmup="penalty", batch_size=100, lr=1e-2, l1=1e-3, l2=1e-3,
+                        orth=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["dense", "expanded"])
+def test_train_many_equals_one_at_a_time_and_the_reference(kind):
+    """float64: 3 models trained at once end where torch_ref.train (1e-12) and fpe_ref.train.train (1e-10)
+    take each alone, with the same histories; masked weights exactly 0."""
+    tr, te, groups = _dnf_problem()
+    models = _models(kind, groups)
+    many, one, ref = ([m.copy() for m in models] for _ in range(3))
+    seeds = [40, 41, 42]
+    h_many = torch_ref.train_many(many, tr.X, tr.y, _MANY_CFG, [np.random.default_rng(s) for s in seeds],
+                                  X_test=te.X, y_test=te.y)
+    h_one = [torch_ref.train(m, tr.X, tr.y, _MANY_CFG, np.random.default_rng(s), X_test=te.X, y_test=te.y)
+             for m, s in zip(one, seeds)]
+    h_ref = [train(m, tr.X, tr.y, _MANY_CFG, np.random.default_rng(s), X_test=te.X, y_test=te.y)[1]
+             for m, s in zip(ref, seeds)]
+    for i, (a, b, c) in enumerate(zip(many, one, ref)):
+        assert a.masks.keys() == models[i].masks.keys()
+        for k in a.params:
+            scale = np.abs(c.params[k]).max()
+            np.testing.assert_allclose(a.params[k], b.params[k], rtol=0, atol=1e-12 * scale, err_msg=f"{i} {k}")
+            np.testing.assert_allclose(a.params[k], c.params[k], rtol=0, atol=1e-10 * scale, err_msg=f"{i} {k}")
+            assert not np.array_equal(a.params[k], models[i].params[k]), f"{i} {k} did not train"
+        for k, M in a.masks.items():
+            assert np.all(a.params[k][~M] == 0.0), k
+    for hm, ho, hr in zip(h_many, h_one, h_ref):
+        np.testing.assert_allclose(hm.loss, hr.loss, rtol=1e-12)
+        np.testing.assert_allclose(hm.loss, ho.loss, rtol=1e-12)
+        assert hm.train_acc == ho.train_acc == hr.train_acc
+        assert hm.test_epoch == ho.test_epoch == hr.test_epoch == [1, 2, 3]
+        assert hm.test_acc == ho.test_acc == hr.test_acc
+
+
+def test_train_many_keeps_each_models_own_batches():
+    """Model 0 trained beside others ends where it ends alone, and two models with different rngs differ."""
+    tr, te, groups = _dnf_problem()
+    models = _models("expanded", groups)
+    alone = models[0].copy()
+    torch_ref.train_many([alone], tr.X, tr.y, _MANY_CFG, [np.random.default_rng(40)])
+    twins = [models[0].copy(), models[0].copy()]
+    torch_ref.train_many(twins, tr.X, tr.y, _MANY_CFG, [np.random.default_rng(40), np.random.default_rng(41)])
+    for k in alone.params:
+        np.testing.assert_allclose(twins[0].params[k], alone.params[k], rtol=0, atol=1e-14, err_msg=k)
+    assert not np.allclose(twins[1].params["W1"], twins[0].params["W1"])
+
+
+def test_train_many_refuses_what_it_cannot_stack(rng):
+    X, y = _data(rng, 6, 1, n=20)
+    cfg = TrainConfig(epochs=1, warmup_epochs=1, batch_size=10)
+    a, b = MLP.init([6, 4, 1], rng), MLP.init([6, 5, 1], rng)
+    with pytest.raises(FPEError, match="one shape: model 1 is \\[6, 5, 1\\]"):
+        torch_ref.train_many([a, b], X, y, cfg, [0, 1])
+    with pytest.raises(FPEError, match="one shape"):
+        torch_ref.train_many([a, MLP.init([6, 4, 1], rng, dtype=np.float32)], X, y, cfg, [0, 1])
+    with pytest.raises(FPEError, match="without LayerNorm"):
+        torch_ref.train_many([MLP.init([6, 4, 1], rng, layer_norm=True)], X, y, cfg, [0])
+    with pytest.raises(FPEError, match="one rng per model: 1 rngs for 2 models"):
+        torch_ref.train_many([a, a.copy()], X, y, cfg, [0])
+    with pytest.raises(FPEError, match="at least one model"):
+        torch_ref.train_many([], X, y, cfg, [])
+
+
+def test_train_many_compile_failure_is_one_fpe_error_and_changes_nothing(rng, monkeypatch):
+    """A torch.compile that fails at the first step: an FPEError naming it, the models as they were."""
+    def broken(fn):
+        def run(*args):
+            raise RuntimeError("no C++ compiler\nsecond line")
+        return run
+    monkeypatch.setattr(torch_ref, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", broken)
+    model = MLP.init([6, 4, 1], rng)
+    before = {k: v.copy() for k, v in model.params.items()}
+    X, y = _data(rng, 6, 1, n=20)
+    with pytest.raises(FPEError, match=r"^torch.compile failed on cpu: RuntimeError: no C\+\+ compiler$"):
+        torch_ref.train_many([model], X, y, TrainConfig(epochs=2, warmup_epochs=2, batch_size=10), [0], compile=True)
+    for k in before:
+        np.testing.assert_array_equal(model.params[k], before[k])
+
+
+def test_train_many_with_compile_runs_the_compiled_function(rng, monkeypatch):
+    """``compile=True`` trains through the function torch.compile returns (here a counting stand-in)."""
+    calls = []
+
+    def counting(fn):
+        def run(*args):
+            calls.append(1)
+            return fn(*args)
+        return run
+    monkeypatch.setattr(torch_ref, "_COMPILED", {})
+    monkeypatch.setattr(torch, "compile", counting)
+    X, y = _data(rng, 6, 1, n=20)
+    cfg = TrainConfig(epochs=2, warmup_epochs=2, batch_size=10)
+    a = MLP.init([6, 4, 1], rng)
+    b = a.copy()
+    torch_ref.train_many([a], X, y, cfg, [0], compile=True)
+    torch_ref.train_many([b], X, y, cfg, [0])
+    assert len(calls) == 4  # 2 epochs x 2 batches
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
