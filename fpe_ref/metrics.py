@@ -47,7 +47,7 @@ def check_weights(W1, name: str = "W1") -> np.ndarray:
     if not finite.all():
         r, c = np.argwhere(~finite)[0]
         raise FPEError(f"{name} contains {W[r, c]} at row {r}, column {c}: metrics of non-finite weights are undefined")
-    return W
+    return W if W.dtype.kind == "f" else W.astype(np.float64)  # integer weights: the metrics divide
 
 
 def gram(W1):

@@ -19,6 +19,7 @@ and model files that are damaged (read by :mod:`fpe_ref.data.npz`).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -368,7 +369,13 @@ class MLP:
         arrays.update({f"mask:{k}": v for k, v in self.masks.items()})
         meta = {"format_version": FORMAT_VERSION, "layer_norm": self.layer_norm, "sizes": self.sizes}
         arrays["meta"] = np.array(json.dumps(meta))
-        np.savez(path, **arrays)
+        path = os.fspath(path)
+        if not path.endswith(".npz"):  # np.savez would append ".npz" and write another file
+            raise FPEError(f"a model file's name must end in .npz, got {path!r}")
+        try:
+            np.savez(path, **arrays)
+        except OSError as exc:
+            raise FPEError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     @classmethod
     def load(cls, path) -> "MLP":

@@ -79,11 +79,18 @@ class TrainConfig:
         for name in ("epochs", "warmup_epochs", "batch_size", "eval_every"):
             if name == "warmup_epochs" and self.warmup_epochs is None:
                 continue  # resolved per phase by optim.schedule
-            check_int(name, getattr(self, name), 0 if name == "epochs" else 1, what="a positive integer")
+            check_int(name, getattr(self, name), 0 if name == "epochs" else 1,
+                      what="an integer >= 0" if name == "epochs" else "a positive integer")
         for name in ("lr", "l1", "l2", "orth", "eps"):
             v = getattr(self, name)
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not np.isfinite(v) or v < 0:
                 raise FPEError(f"{name} must be a finite number >= 0, got {v!r}")
+        if self.eps == 0:
+            raise FPEError("eps must be > 0 (Adam divides by sqrt(v) + eps, and v is 0 at a masked weight), got 0")
+        b = self.betas
+        if not isinstance(b, (tuple, list)) or len(b) != 2 or any(
+                isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) or not 0 <= x < 1 for x in b):
+            raise FPEError(f"betas must be two numbers in [0, 1) (Adam's beta1, beta2), got {b!r}")
 
     @property
     def penalties(self) -> Penalties:
@@ -116,6 +123,8 @@ def check_data(X, y, model, name="training"):
     if not isinstance(model, MLP):
         raise FPEError(f"model must be an fpe_ref.MLP, got {type(model).__name__}")
     X = model.check_inputs(X, f"{name} inputs")
+    if X.shape[0] == 0:
+        raise FPEError(f"{name} inputs have no samples (shape {X.shape})")
     y = model.check_labels(y, X.shape[0], f"{name} labels")
     return X, y
 

@@ -67,9 +67,8 @@ seed = click.option(
 
 out = _factory(
     "--out", "out_dir", type=click.Path(file_okay=False),
-    help="Directory for the outputs, in the layout of results/. Default: runs/<command>/<hash of the options>/ "
-         "under the working directory (git-ignored), so the same command resumes its own folder and other "
-         "options get a fresh one. The committed reference results/ is written only when --out names it.")
+    help="Directory for the outputs, in the layout of results/; the committed reference results/ is written "
+         "only when --out names it.")
 
 jobs = _factory(
     "--jobs", type=int,
@@ -132,7 +131,8 @@ orth = click.option("--orth", type=float, default=0.0, show_default=True,
 warmup = click.option("--warmup", type=click.Choice(["lr", "penalty", "none"]), default="lr", show_default=True,
                       help="What Alg. A3's ratio r = min(1, e/W) scales: the learning rate, the penalties, or nothing.")
 warmup_epochs = click.option("--warmup-epochs", type=int, default=None,
-                             help="W in r = min(1, e/W) (default 1000; with --quick, the quick run's dense epochs).")
+                             help="W in r = min(1, e/W), the same W in both phases (default: the dense phase's epochs, as "
+                                  "A.3.1's N = W = 1000).")
 
 optimizer_options = compose(lr, batch_size, l1, l2)  # the vision commands: no warm-up, no lambda_orth
 train_options = compose(lr, batch_size, l1, l2, orth, warmup, warmup_epochs)  # every Alg. A3 option

@@ -25,7 +25,7 @@ from fpe_ref.experiments import trainers
 
 @click.group()
 def reproduce():
-    """Reproduce the paper's experiments on CPU; results go to results/ (or --out)."""
+    """Reproduce the paper's experiments on CPU, each into a fresh folder under runs/ (or --out)."""
 
 
 # ---------------------------------------------------------------- the vision commands' options
@@ -59,7 +59,8 @@ def data_options(note):
 @opt.trainer_with_alias("--backend")
 @opt.jobs(note="default: every core, one trial per worker at a time; each trial is stored as its worker "
                "finishes it")
-@opt.out()
+@opt.out(note="default: a fresh git-ignored runs/case-study/<hash of the options>/ (of the checkout, when run "
+              "inside it), which the same command resumes")
 def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, alpha, hidden, m, k,
                    carry_optimizer, seed, lr, batch_size, l1, l2, orth, warmup, warmup_epochs, trainer, jobs,
                    out_dir):
@@ -79,8 +80,8 @@ def case_study_cmd(quick, trials, dense_epochs, fpe_epochs, n_samples, test_frac
 
     backend = trainers.get(trainer, "case_study").name
     q = quick
-    if warmup_epochs is None:
-        warmup_epochs = 150 if q else 1000
+    if warmup_epochs is None:  # W = the dense phase's N, as A.3.1's N = W = 1000
+        warmup_epochs = max(1, opt.given(dense_epochs, 150 if q else 1000))  # a bad N is refused as N
     cfg = CaseStudyConfig(
         m=m, k=k, hidden=hidden, alpha=alpha,
         dense_epochs=opt.given(dense_epochs, 150 if q else 1000), fpe_epochs=opt.given(fpe_epochs, 150 if q else 1000),
@@ -327,7 +328,8 @@ def _vision_config(**settings):
 @opt.post_epochs(note="default 20, not stated by the paper; --quick: 1")
 @opt.baselines
 @opt.quick("hidden 4 8, 2 trials, 1+1 epochs")
-@opt.out(note="the committed reference: results/fashion_mnist")
+@opt.out(note="default: a fresh git-ignored runs/fashion-mnist/<hash of the options>/, which the same command "
+              "resumes; the committed reference: results/fashion_mnist")
 @data_options("Not used here: fashion-mnist reads --data-dir.")
 @split_options
 @opt.optimizer_options
@@ -380,7 +382,8 @@ def fashion_mnist(hidden, trials, pretrain_epochs, post_epochs, baselines, quick
 @click.option("--gram/--no-gram", default=None,
               help="Include the Gram split (default: on for 2 layers; the deep tables are random-split only).")
 @opt.baselines
-@opt.out(note="committed references are in results/embeddings/<file stem>-L<layers>")
+@opt.out(note="default: a fresh git-ignored runs/embeddings-<file stem>-L<layers>/<hash of the options>/, "
+              "which the same command resumes; committed references: results/embeddings/<file stem>-L<layers>")
 @split_options
 @opt.optimizer_options
 @run_options
@@ -417,7 +420,8 @@ def embeddings(data_file, n_classes, layers, hidden, trials, pretrain_epochs, po
 @opt.trials(10, note="Table A5: ten")
 @opt.pretrain_epochs(note="default 20 on FashionMNIST, 25 on embeddings")
 @opt.post_epochs(note="default: the pre-training epochs")
-@opt.out(note="the committed reference: results/two_four_<data>")
+@opt.out(note="default: a fresh git-ignored runs/two-four-<data>/<hash of the options>/, which the same command "
+              "resumes; the committed reference: results/two_four_<data>")
 @data_options("Without it: FashionMNIST (the paper's Table A5 uses CIFAR-100 CLIP embeddings).")
 @opt.optimizer_options
 @run_options
@@ -454,7 +458,8 @@ def two_four(hidden, trials, pretrain_epochs, post_epochs, out_dir, data_file, d
               help="Fraction schedule: constant, or RigL's cosine decay to 0 at the end point.")
 @click.option("--end", type=float, default=0.75, show_default=True,
               help="Events stop after this share of the post-split steps (RigL: 0.75).")
-@opt.out(note="the committed reference: results/rewiring_<data>")
+@opt.out(note="default: a fresh git-ignored runs/rewiring-<data>/<hash of the options>/, which the same command "
+              "resumes; the committed reference: results/rewiring_<data>")
 @data_options("Without it: FashionMNIST (the paper's rewiring runs use CIFAR-100 CLIP embeddings).")
 @opt.alpha
 @opt.optimizer_options
@@ -487,7 +492,8 @@ def rewiring(hidden, trials, pretrain_epochs, post_epochs, every, fraction, deca
 @opt.trials(5, note="Figure 6d: five")
 @opt.pretrain_epochs(note="default 20 on FashionMNIST, 25 on embeddings")
 @opt.post_epochs(note="default: the pre-training epochs")
-@opt.out(note="the committed reference: results/alpha_<data>")
+@opt.out(note="default: a fresh git-ignored runs/alpha-<data>/<hash of the options>/, which the same command "
+              "resumes; the committed reference: results/alpha_<data>")
 @data_options("Without it: FashionMNIST (the paper's Figure 6d uses CIFAR-100 CLIP embeddings).")
 @opt.optimizer_options
 @run_options
@@ -518,7 +524,9 @@ def alpha_cmd(alphas, hidden, trials, pretrain_epochs, post_epochs, out_dir, dat
 @click.option("--total-epochs", type=int, default=40, show_default=True,
               help="Pre-training + post-split epochs, the same for every split time.")
 @opt.trials(5, note="Figure 6b: five")
-@opt.out(note="one sub-folder per split time; the committed reference: results/pretrain_timing_<data>")
+@opt.out(note="default: a fresh git-ignored runs/pretrain-timing-<data>/<hash of the options>/, which the "
+              "same command resumes; one sub-folder per split time; the committed reference: "
+              "results/pretrain_timing_<data>")
 @data_options("Without it: FashionMNIST (the paper's Figure 6b uses CIFAR-100 CLIP embeddings).")
 @opt.alpha
 @opt.optimizer_options

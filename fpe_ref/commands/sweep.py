@@ -47,7 +47,8 @@ def sweep():
               help="A sweep directory (repeatable) whose finished runs with exactly this run's key are copied "
                    "here instead of computed (e.g. results/boolean); each record is validated first and an "
                    "invalid one is computed. By default every run is computed.")
-@opt.out()
+@opt.out(note="default: a fresh git-ignored runs/boolean/<hash of the options>/ (of the checkout, when run "
+              "inside it), which the same command resumes")
 @opt.seed
 @opt.train_options
 def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_fraction, jobs, executor_kind,
@@ -70,8 +71,8 @@ def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_
         names = list(bs.DEFAULT_ORDER)
     names = list(dict.fromkeys(names))
     base = bs.QUICK if quick else {}
-    if warmup_epochs is None:
-        warmup_epochs = base.get("dense_epochs", 1000)
+    if warmup_epochs is None:  # W = the dense phase's N, as A.3.1's N = W = 1000
+        warmup_epochs = max(1, dense_epochs if dense_epochs is not None else base.get("dense_epochs", 1000))
 
     def given(value, name, default):  # an explicit 0 stays 0 and is refused by SweepConfig
         return base.get(name, default) if value is None else value
@@ -122,11 +123,13 @@ def boolean_cmd(grids, quick, trials, dense_epochs, fpe_epochs, n_samples, test_
 
 @click.command("report", short_help="A sweep's runs.jsonl -> Figures 3/4, Tables A1/A2 (Markdown, PNG).")
 @click.argument("sweep_dir", metavar="SWEEP")
-@opt.out(note="default: the sweep directory")
+@opt.out(note="default: the sweep directory itself; for a committed reference under results/, "
+              "runs/report/<name>/")
 def report(sweep_dir, out_dir):
     """runs.jsonl of SWEEP -> figures (PNG) and Markdown tables.
 
-    SWEEP is a sweep directory (results/boolean) or a name under results/ (boolean).
+    SWEEP is a sweep directory (runs/boolean/<hash>, results/boolean) or the name of a
+    committed one (boolean).
     Relative improvement = mean FPE accuracy / mean dense accuracy, +- one standard error
     (delta method), * where Welch's t-test gives p < 0.05; capacity and cosine fold change
     (Figure 4a, b), least-squares fits with R^2 (Figure 4c), Tables A1/A2 (mean +- std)
@@ -135,9 +138,17 @@ def report(sweep_dir, out_dir):
     """
     from fpe_ref.experiments import boolean_report as rp
 
+    from fpe_ref.experiments.outputs import reference_dir, runs_dir, under_reference
+
     path = sweep_dir
-    if not os.path.isdir(path) and os.path.isdir(os.path.join("results", sweep_dir)):
-        path = os.path.join("results", sweep_dir)
+    if not os.path.isdir(path) and reference_dir(sweep_dir) is not None:
+        path = reference_dir(sweep_dir)
+    if out_dir is None:
+        out_dir = path
+        if under_reference(path):
+            out_dir = os.path.join(runs_dir(), "report", os.path.basename(os.path.normpath(path)))
+            click.echo(f"{path} is the committed reference: the report goes to {out_dir} "
+                       f"(--out {path} to regenerate the committed one)")
     written = rp.report(path, out_dir)
     for p in written:
         click.echo(f"wrote {p}")

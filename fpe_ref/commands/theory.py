@@ -28,7 +28,8 @@ def theory():
 @opt.quick("a small grid and budgets, a few seconds; for tests and CI")
 @opt.seed
 @opt.jobs(2)
-@opt.out(note="the committed reference: results/theory")
+@opt.out(note="default: a fresh git-ignored runs/theory/<hash of the options>/, shared by check and plot; "
+              "the committed reference: results/theory")
 def check(quick, seed, jobs, out_dir):
     """Compare every closed form with its simulation over the grid; exit 1 if any check fails.
 
@@ -62,7 +63,8 @@ def check(quick, seed, jobs, out_dir):
 @opt.quick("fewer panels and simulations, seconds; for tests")
 @opt.seed
 @opt.jobs(2)
-@opt.out(note="the committed reference: results/theory")
+@opt.out(note="default: a fresh git-ignored runs/theory/<hash of the options>/, shared by check and plot; "
+              "the committed reference: results/theory")
 def plot(quick, seed, jobs, out_dir):
     """Draw coverage against r and the collision ratio against alpha (k = 2, 3, 4) into OUT/*.png."""
     from fpe_ref.experiments.outputs import open_output, resolve_out

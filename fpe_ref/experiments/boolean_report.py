@@ -67,7 +67,7 @@ import numpy as np
 
 from fpe_ref.errors import FPEError
 from fpe_ref.experiments.boolean import feasible
-from fpe_ref.experiments.runs import STORE_NAME, RunStore
+from fpe_ref.experiments.runs import STORE_NAME, RunStore, record_problem
 from fpe_ref.experiments.outputs import flatten
 from fpe_ref.experiments.stats import difference, linfit, mean_sd_se, relative_improvement
 from fpe_ref.experiments.tables import count_note, mean_pm, num, p_value, ratio_cell, table
@@ -121,15 +121,20 @@ def load_sweep(sweep_dir):
             meta = json.load(f)
     except FileNotFoundError:
         raise FPEError(f"no sweep.json in {sweep_dir}: not a sweep directory") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FPEError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or "kind" not in meta:
+        raise FPEError(f"{meta_path} is not a sweep description (a JSON object with 'kind' and a 'config' object)")
     records = list(RunStore(path).load().values())
     kinds = {r.get("sweep") for r in records}
-    if meta.get("kind") != "boolean" or kinds - {"boolean"}:
-        raise FPEError(f"{sweep_dir} is a {meta.get('kind') or sorted(kinds)} sweep; fpe report knows 'boolean'")
-    if not isinstance(meta.get("config"), dict):
-        raise FPEError(f"{meta_path} has no 'config': not a sweep directory")
+    if meta["kind"] != "boolean" or kinds - {"boolean"}:
+        what = meta["kind"] if meta["kind"] != "boolean" else ", ".join(sorted(map(str, kinds - {"boolean"})))
+        raise FPEError(f"{sweep_dir} holds a {what!r} sweep; fpe report reports Boolean sweeps")
     check_records(records, meta, path)
+    for rec in records:  # then what the fields cannot show: a record edited after it was written
+        problem = record_problem(rec)
+        if problem:
+            raise FPEError(f"{path}: run {rec['run_id']}: {problem}")
     return records, meta
 
 

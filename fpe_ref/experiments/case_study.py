@@ -37,7 +37,7 @@ from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import trainers
 from fpe_ref.experiments.outputs import config_diff, open_output, write_json_atomic
-from fpe_ref.experiments.runs import RunStore
+from fpe_ref.experiments.runs import RunStore, accuracy_problem, record_digest
 from fpe_ref.train import TrainConfig, TrialSummary, chance_accuracy, divergence, warmup_warning
 
 VARIANTS = ("dense", "clause", "random")
@@ -158,17 +158,59 @@ def folder_config(cfg: CaseStudyConfig, trainer: str = "auto") -> dict:
     return {**json.loads(json.dumps(cfg.to_dict())), "trainer": trainers.get(trainer, "case_study").name}
 
 
+# the fields summarize() and the figures read, per model ("parent" is the dense parent after phase 1)
+_NUMBERS = ("test_acc", "capacity", "cosine")
+
+
+def record_problem(rec) -> str | None:
+    """Why ``rec`` is not a valid case-study trial record, or None.
+
+    It must hold the trial, its config, every number the summary reads (test accuracy,
+    capacity, cosine of the parent and of each model at the split and after training, the
+    non-zero counts), accuracies in [0, 1], and, where it has one, a ``digest`` equal to
+    :func:`fpe_ref.experiments.runs.record_digest` (records written before digests existed
+    have none).
+    """
+    if not isinstance(rec, dict):
+        return f"a line holds {type(rec).__name__}, not a trial record"
+    try:
+        check_int("trial", rec.get("trial"), 0)
+        if not isinstance(json.loads(rec["config_key"]), dict):
+            return "its config_key is not an object"
+    except (KeyError, TypeError, ValueError, FPEError) as exc:
+        return f"no trial number or config ({exc})"
+    places = [("parent", rec.get("parent"))]
+    models = rec.get("models")
+    if not isinstance(models, dict):
+        return "field 'models' is missing or not an object"
+    for v in VARIANTS:
+        m = models.get(v)
+        if not isinstance(m, dict):
+            return f"field models.{v} is missing"
+        places += [(f"models.{v}.split", m.get("split")), (f"models.{v}.after", m.get("after"))]
+        if not isinstance(m.get("ledger"), dict) or not isinstance(m["ledger"].get("weights"), int):
+            return f"field models.{v}.ledger.weights is missing or not an integer"
+    for where, part in places:
+        for name in _NUMBERS:
+            x = part.get(name) if isinstance(part, dict) else None
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
+                return f"field {where}.{name} is missing or not a number ({x!r})"
+    problem = accuracy_problem(rec)
+    if problem:
+        return problem
+    if "digest" in rec and rec["digest"] != record_digest(rec):
+        return "its fields do not match its digest (edited after it was written)"
+    return None
+
+
 def _stored_config(rec: dict, path: str) -> dict:
     """The folder config a stored trial record was made with (its ``config_key`` and ``backend``)."""
-    try:
-        config = json.loads(rec["config_key"])
-        trial = check_int("trial", rec["trial"], 0)
-        if not isinstance(config, dict) or not isinstance(rec.get("models"), dict):
-            raise TypeError("not an object")
-    except (KeyError, TypeError, ValueError, FPEError) as exc:
-        raise FPEError(f"{path}: a line is not a case-study trial record ({exc}); move the file away "
-                       "or use another --out") from None
-    return {**config, "trainer": rec.get("backend"), "_trial": trial}
+    problem = record_problem(rec)
+    if problem:
+        raise FPEError(f"{path}: trial {rec.get('trial', '?') if isinstance(rec, dict) else '?'}: {problem}; "
+                       "delete that line to run the trial again")
+    config = json.loads(rec["config_key"])
+    return {**config, "trainer": rec.get("backend"), "_trial": rec["trial"]}
 
 
 def _stored(out_dir, cfg, trainer):
@@ -304,6 +346,7 @@ def run_case_study(cfg: CaseStudyConfig, out_dir, on_epoch=None, log=print, trai
             for v, model in models.items():
                 model.save(os.path.join(out_dir, "models", f"trial{t}_{v}.npz"))
             rec["config_key"] = _config_key(cfg)
+            rec["digest"] = record_digest(rec)
             append_record(out_dir, rec)  # after the models: a recorded trial has its models on disk
             done[t] = rec
             for v in VARIANTS[1:]:  # the two splits: parameter ledger, pruned counts, dead children

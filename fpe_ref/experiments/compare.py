@@ -118,6 +118,9 @@ def cells_text(rows, reference: str | None, out_path: str | None = None, show: i
     if not compared:
         return f"{head} no cell of this run is in it (other options, seed or grid), nothing compared"
     zs = [abs(r[4]) for r in compared if not math.isnan(r[4])]
+    if not zs:
+        return (f"{head} {len(compared)} (cell, model) pairs found in it, but with one trial per cell there is "
+                "no standard error: nothing tested (run more --trials)")
     beyond = sum(z > 2 for z in zs)
     full = table(("cell", "model", "this run: mean ± SE", "reference: mean ± SE", "Δ in SE"),
                  [(c, m, _pm(mean_sd_se(a)), _pm(mean_sd_se(b)), _z(z)) for c, m, a, b, z in compared])
@@ -128,7 +131,7 @@ def cells_text(rows, reference: str | None, out_path: str | None = None, show: i
             f.write(f"# This run beside the committed reference\n\nReference: {where}\n\n{full}\n\n{legend}\n")
     worst = sorted(compared, key=lambda r: -abs(r[4]) if not math.isnan(r[4]) else 0)[:show]
     lines = [f"{head} {len(compared)} of {len(rows)} (cell, model) pairs compared; "
-             f"largest |Δ| {max(zs) if zs else math.nan:.2f} SE; {beyond} beyond 2 SE "
+             f"largest |Δ| {max(zs):.2f} SE; {beyond} beyond 2 SE "
              f"(about {0.05 * len(zs):.1f} expected by chance if nothing differs)"]
     if out_path:
         lines.append(f"every pair: {out_path}; the {len(worst)} largest |Δ|:")

@@ -85,9 +85,19 @@ def config_hash(config: dict) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
+def runs_dir() -> str:
+    """Where default output folders go: ``runs/`` of the checkout when the working directory is
+    inside it (the one git-ignored ``runs/``, wherever in the checkout a command starts), else
+    ``./runs``. Returned relative to the working directory where that is shorter."""
+    root = checkout_root()
+    if root is not None and _inside(os.getcwd(), root):
+        return os.path.relpath(os.path.join(root, RUNS_DIR))
+    return RUNS_DIR
+
+
 def default_out(command: str, config: dict) -> str:
     """``runs/<command>/<config hash>``: fresh for a new configuration, the same folder for a rerun."""
-    return os.path.join(RUNS_DIR, command, config_hash(config))
+    return os.path.join(runs_dir(), command, config_hash(config))
 
 
 def resolve_out(out_dir, command: str, config: dict, quick: bool = False) -> str:
@@ -224,6 +234,9 @@ def write_json_atomic(path, obj) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would create it (mkstemp makes it private)
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, default=list)
             f.write("\n")

@@ -105,8 +105,9 @@ def record_digest(rec: dict) -> str:
 _ACCURACY_FIELDS = ("test_acc", "val_acc", "train_acc")
 
 
-def _accuracy_problem(obj, where=""):
-    """The first accuracy field under ``obj`` that is not a number in [0, 1] (lists: each element)."""
+def accuracy_problem(obj, where="") -> str | None:
+    """The first accuracy field (``test_acc``, ``val_acc``, ``train_acc``) at any depth of ``obj``
+    that is not a number in [0, 1] (lists: each element), or None."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             name = f"{where}.{k}" if where else k
@@ -115,7 +116,7 @@ def _accuracy_problem(obj, where=""):
                     if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
                         return f"{name} = {x!r} is not an accuracy in [0, 1]"
             else:
-                found = _accuracy_problem(v, name)
+                found = accuracy_problem(v, name)
                 if found:
                     return found
     return None
@@ -136,7 +137,7 @@ def record_problem(rec) -> str | None:
             return f"field {name!r} is missing or not {'an object' if kind is dict else 'a string'}"
     if rec["run_id"] != run_id(rec["key"]):
         return f"run_id {rec['run_id']} is not the hash of its key"
-    found = _accuracy_problem(rec)
+    found = accuracy_problem(rec)
     if found:
         return found
     if "digest" in rec and rec["digest"] != record_digest(rec):

@@ -74,3 +74,9 @@ def test_weights_of_the_wrong_shape_or_type_are_refused(W1, match):
 def test_group_indices_are_never_truncated(groups, match):
     with pytest.raises(FPEError, match=match):
         capacity(np.ones((3, 4)), groups)
+
+
+def test_integer_weights_are_measured_as_floats():
+    W = np.ones((2, 4), dtype=int)
+    assert interference(W, [np.array([0, 1]), np.array([2, 3])]) == \
+        interference(W.astype(float), [np.array([0, 1]), np.array([2, 3])])

@@ -275,3 +275,12 @@ def test_loss_refuses_labels_of_the_wrong_shape(rng):
     with pytest.raises(FPEError, match=r"^logits must be an array \(n, 3\) as forward returns them, got an array "
                                        r"of shape \(6,\) dtype float64$"):
         model.loss(logits[:, 0], y)
+
+
+def test_save_refuses_a_name_numpy_would_change_and_an_unwritable_path(tmp_path):
+    model = MLP.init([4, 3, 1], 0)
+    with pytest.raises(FPEError, match=r"must end in \.npz, got"):
+        model.save(tmp_path / "model")
+    with pytest.raises(FPEError, match="cannot write .*: No such file or directory"):
+        model.save(tmp_path / "missing" / "m.npz")
+    assert list(tmp_path.iterdir()) == []

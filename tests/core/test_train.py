@@ -67,7 +67,7 @@ def test_bad_inputs_raise_clear_errors(rng):
         TrainConfig(batch_size=0)
     with pytest.raises(FPEError, match="batch_size must be a positive integer, got True"):
         TrainConfig(batch_size=True)  # a bool is never a count
-    with pytest.raises(FPEError, match="epochs must be a positive integer, got 2.0"):
+    with pytest.raises(FPEError, match="epochs must be an integer >= 0, got 2.0"):
         TrainConfig(epochs=2.0)
 
 
@@ -179,3 +179,22 @@ def test_train_refuses_bad_data_and_arguments_in_one_line(rng, call, match):
     y = (X[:, 0] > 0).astype(float)
     with pytest.raises(FPEError, match=match):
         call(MLP.init([3, 4, 1], 0), X, y, TrainConfig(epochs=1, batch_size=10))
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(betas=(-1, 2)), r"betas must be two numbers in \[0, 1\)"),
+    (dict(betas=(1.5, 0.9)), r"betas must be two numbers in \[0, 1\)"),
+    (dict(betas=(0.9,)), r"betas must be two numbers"),
+    (dict(eps=0), "eps must be > 0"),
+    (dict(epochs=-1), "epochs must be an integer >= 0"),
+])
+def test_adam_settings_out_of_range_are_refused(kw, match):
+    with pytest.raises(FPEError, match=match):
+        TrainConfig(**kw)
+
+
+def test_training_on_no_samples_is_refused():
+    from fpe_ref.mlp import MLP
+
+    with pytest.raises(FPEError, match=r"training inputs have no samples \(shape \(0, 32\)\)"):
+        train(MLP.init([32, 8, 1], 0), np.zeros((0, 32)), np.zeros(0, int), TrainConfig(epochs=1), 0)

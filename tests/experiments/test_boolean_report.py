@@ -255,3 +255,11 @@ def test_two_records_of_one_trial_are_refused(partial, tmp_path):
         recs.append(twin)
     msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
     assert "0123456789abcdef" in msg and "both trial 0 of" in msg
+
+
+def test_a_record_edited_after_it_was_written_is_refused(partial, tmp_path):
+    def edit(recs):
+        recs[0]["models"]["clause"]["after"]["test_acc"] = 0.999  # a valid accuracy, not the computed one
+
+    msg = one_line_error(edited_copy(partial[0], tmp_path, edit))
+    assert "do not match its digest" in msg

@@ -208,3 +208,21 @@ def test_trials_in_worker_processes_give_the_serial_records(tmp_path):
     for t in a:
         for v in ("parent", "dense", "clause", "random"):
             assert (tmp_path / "workers" / "models" / f"trial{t}_{v}.npz").exists()
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda r: r["models"]["clause"]["after"].update(test_acc=1.7), "test_acc = 1.7 is not an accuracy"),
+    (lambda r: r["models"]["clause"].pop("after"), "models.clause.after.test_acc is missing"),
+    (lambda r: r["models"]["random"]["after"].update(test_acc=0.999), "do not match its digest"),
+    (lambda r: r.pop("config_key"), "no trial number or config"),
+])
+def test_a_bad_stored_trial_is_a_one_line_error_not_a_number_in_the_summary(tmp_path, edit, problem):
+    out = tmp_path / "cs"
+    run(TINY + ["--out", str(out)])
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    edit(rec)
+    (out / "trials.jsonl").write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
+    res = CliRunner().invoke(fpe, ["reproduce", "case-study", *TINY, "--out", str(out)])
+    assert isinstance(res.exception, FPEError) and problem in str(res.exception), res.output
+    assert "\n" not in str(res.exception)
