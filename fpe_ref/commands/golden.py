@@ -5,11 +5,13 @@ Thin click commands over :mod:`fpe_ref.parity.golden` (the bundle format: docs/g
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
 
 from fpe_ref.commands import options as opt
+from fpe_ref.errors import FPEError
 
 
 @click.group()
@@ -26,10 +28,21 @@ def golden():
 @click.argument("out_dir", metavar="DIR", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite a bundle already in DIR.")
 def export_cmd(out_dir, force):
-    """Write the golden bundle into DIR (deterministic: two exports are byte-identical)."""
+    """Write the golden bundle into DIR (deterministic: two exports are byte-identical).
+
+    DIR also gets provenance.json (the commit, the command line, the library versions), which
+    is not part of the bundle and not compared by `fpe golden check`.
+    """
+    from fpe_ref.experiments.outputs import FolderLock, open_output
     from fpe_ref.parity.golden import MANIFEST_NAME, NPZ_NAME, export_bundle
 
-    manifest = export_bundle(out_dir, force=force)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise FPEError(f"{out_dir} exists and is not a directory")
+    with FolderLock(out_dir):
+        manifest = export_bundle(out_dir, force=force)
+        with open_output(out_dir, {"command": "golden export", "format_version": manifest["format_version"]},
+                         replace=True):
+            pass
     tensors = manifest["tensors"].values()
     n_in = sum(1 for t in tensors if t["role"] == "input")
     sections = {}

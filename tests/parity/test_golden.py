@@ -746,3 +746,16 @@ def test_concurrent_forced_exports_into_one_folder_give_the_one_bundle(bundle, t
     for f in (golden.NPZ_NAME, golden.MANIFEST_NAME):
         assert (out / f).read_bytes() == (bundle / f).read_bytes(), f
     assert sorted(os.listdir(out)) == sorted([golden.NPZ_NAME, golden.MANIFEST_NAME])
+
+
+def test_export_records_its_provenance_beside_the_bundle(tmp_path):
+    from click.testing import CliRunner
+
+    from fpe_ref.commands import fpe
+
+    res = CliRunner().invoke(fpe, ["golden", "export", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    prov = json.loads((tmp_path / "b" / "provenance.json").read_text())
+    assert prov["config"]["command"] == "golden export" and prov["invocations"][0]["command"].startswith("fpe")
+    res = CliRunner().invoke(fpe, ["golden", "export", str(tmp_path / "b")])  # refused without --force
+    assert res.exit_code != 0 and len(json.loads((tmp_path / "b" / "provenance.json").read_text())["invocations"]) == 1
