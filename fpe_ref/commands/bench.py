@@ -15,8 +15,10 @@ from fpe_ref.commands import options as opt
 
 
 @click.command("bench")
-@opt.quick("fewer repetitions and a 100 + 100-epoch case study (11 min on 2 loaded cores, most of it the "
-           "PyTorch peers; 3.5 min with --no-torch); never written under results/")
+@opt.quick("[32, 8, 1], [512, 32, 100] and [784, 64, 10] only, float32, alpha 2 and 8, fewer repetitions, and a "
+           "20 + 20-epoch case study of 2 trials without the PyTorch one-model-at-a-time way (25-35 s on 2 cores "
+           "at load average 1.3-2.7, up to 2 min while other jobs keep both cores busy, the PyTorch rows "
+           "slowing most; 15 s with --no-torch); never written under results/")
 @click.option("--threads", type=int, default=0, show_default=True,
               help="Threads for numba, BLAS (through threadpoolctl, when installed) and PyTorch; 0: every core.")
 @opt.dtype(multiple=True, note="repeatable; default both")
@@ -28,7 +30,9 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     Boolean [32, 8, 1] and [128, 16, 1], embedding-like [512, h, 100] (h = 8, 32, 128) and
     FashionMNIST-like [784, 64, 10], batch 500, float32 and float64: median ms per step over
     timed epochs (min, max), the ratio to the dense parent measured in the same run, and the
-    same model in PyTorch when it is installed (extra `bench`). Then the Sec. 3.1 case study
+    same model in PyTorch when it is installed (extra `bench`), and each row's physical
+    limit on this machine (max of FLOPs over the matmul peak and bytes over the memory
+    bandwidth, both measured in the same run) with the fraction of it reached. Then the Sec. 3.1 case study
     (5 trials x 3 variants, 1000 + 1000 epochs) end to end: NumPy and numba one model at a time,
     numba batched, numba with the trials in 2 worker processes, and the PyTorch peers (one
     model at a time, all models of a phase batched with bmm, and batched under torch.compile);
@@ -42,10 +46,11 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     if dtypes:
         kw["dtypes"] = tuple(dtypes)
     cfg = BenchConfig.make(quick=quick, **kw)
-    from fpe_ref.experiments.outputs import RUNS_DIR, open_output, resolve_out
+    from fpe_ref.experiments.outputs import open_output, resolve_out, runs_dir
 
     # every benchmark is a new measurement: a folder of its own, named by when it started
-    out_dir = resolve_out(out_dir or os.path.join(RUNS_DIR, "bench", time.strftime("%Y%m%d-%H%M%S")), "bench", {}, quick)
+    out_dir = resolve_out(out_dir or os.path.join(runs_dir(), "bench", time.strftime("%Y%m%d-%H%M%S")), "bench", {},
+                          quick)
     click.echo(f"bench -> {out_dir}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load >= (os.cpu_count() or 1):
@@ -56,7 +61,10 @@ def bench_cmd(quick, threads, dtypes, no_torch, out_dir):
     with open_output(out_dir, {"command": "bench", **asdict(cfg)}, replace=True):
         rec = run_bench(cfg, out_dir, log=click.echo)
     env = rec["environment_before"]
+    from fpe_ref.experiments.bench import peaks_line
+
     click.echo("")
+    click.echo(peaks_line(rec["machine_peaks"]))
     click.echo(table(rec["steps"]))
     cs = rec["case_study"]
     click.echo(f"\ncase study ({cs['trials']} trials x (1 + 3) runs x {cs['epochs_per_phase']} epochs, {cs['steps']} steps):")

@@ -39,6 +39,48 @@ Every way trains the same batches from the same seeds, so the final test accurac
 compared with NumPy's; only a way that agrees (to one test sample) counts, and the record
 names the fastest PyTorch peer and its wall time over our fastest way's.
 
+Physical limit (roofline) of every step row. In the same run, under the bench's thread
+limits, :func:`machine_peaks` measures the machine's matmul peak per dtype (FLOP/s: the best
+of a few ``np.dot`` of two square ``peak_matrix`` x ``peak_matrix`` matrices, counted as
+``2 n^3`` FLOPs) and its memory bandwidth (bytes/s: the best of a few ``np.copyto`` of an
+array of ``max(peak_copy_mib MiB, 8 x the last-level cache)`` split over 1 and over
+``threads`` Python threads, counted as ``2 x`` its bytes, one read and one write; the reads
+of the destination that a write-allocate cache adds are not counted, here as in the steps'
+bytes). Each row's work (:func:`step_work`) is that of one training step of
+batch ``B`` for a model of widths ``[d, H, C]`` (``H = alpha h`` after expansion), with
+``W`` the weights the implementation multiplies (the non-zero weights for the sparse numba
+rows; the full dense ``d H + H C`` for the dense and the masked-dense NumPy and PyTorch
+rows, which multiply the zeros too), ``W_1`` those of the first layer, and ``P = W + H + C``
+the parameters with the biases:
+
+* ``flops = 6 W B - 2 W_1 B``: per weight and sample the forward 2 (a multiply-add), the
+  backward 4 (the weight gradient 2, the input gradient 2), less the first layer's input
+  gradient, which no implementation computes (nothing needs ``dL/dX``: the NumPy backward
+  skips it, ``need_dx = l > 1``, and so does autograd), so ``6 W B`` would overstate the
+  work and understate the limit. The biases, ReLU, loss and Adam's element-wise work
+  (O(P + B (H + C)), well under 1% here) are not counted.
+* ``bytes = s (8 P + B d + 2 B (H + C))`` with ``s`` the dtype's item size: the parameters,
+  their gradients and Adam's two moments each read and written once (``4 x 2 P``), the
+  batch's inputs read once (``B d``), and each layer's outputs (``B H`` hidden, ``B C``
+  logits) written in the forward pass and read in the backward once (``2 B (H + C)``);
+  labels, masks and the sparse kernels' indices are not counted.
+
+``limit_ms = max(flops / matmul peak, bytes / bandwidth)`` (``limit_bound`` says which side
+binds) and ``fraction_of_limit = limit_ms / ms_median``, the fraction of the machine's
+physical limit the row reaches (1 would be a step at the peak). The bound uses the DRAM
+bandwidth although the small models' working sets stay in cache, so it is loose for them.
+The peaks are measured once, in seconds: on a machine shared with other jobs they can come
+out low (one busy core halves the 2-core matmul peak), and a row timed while the machine was
+freer can then show a fraction above 1.
+``machine_peaks`` is in ``bench.json``; ``flops``, ``bytes``, ``limit_ms``, ``limit_bound`` and
+``fraction_of_limit`` are in every step row.
+
+``--quick`` (:meth:`BenchConfig.make`) measures less, in under two minutes on 2 cores: the
+models ``[32, 8, 1]``, ``[512, 32, 100]`` and ``[784, 64, 10]``, float32, alpha 2 and 8,
+epochs of 8 steps (4000 samples), at least 2 timed epochs and up to 0.2 s per row, a
+20 + 20-epoch case study of 2 trials, and no PyTorch one-model-at-a-time case-study way
+(the batched PyTorch peers still run; ``skipped`` in the record says so).
+
 Everything runs on this machine's CPU in this process; the load average (before and after)
 and the thread counts of numba, BLAS (via threadpoolctl when installed) and torch are
 recorded in ``bench.json``: on a machine shared with other jobs the numbers are indicative.
@@ -67,6 +109,7 @@ from fpe_ref.train import TrainConfig, train, train_epoch
 FORMAT_VERSION = 1
 MODELS = (("boolean", 32, 8, 1), ("boolean", 128, 16, 1), ("embedding", 512, 8, 100), ("embedding", 512, 32, 100),
           ("embedding", 512, 128, 100), ("fashion", 784, 64, 10))
+QUICK_MODELS = (("boolean", 32, 8, 1), ("embedding", 512, 32, 100), ("fashion", 784, 64, 10))
 
 
 @dataclass(frozen=True)
@@ -77,20 +120,30 @@ class BenchConfig:
     dtypes: tuple = ("float32", "float64")
     alphas: tuple = (2, 4, 8)
     batch_size: int = 500  # B (A.3.1)
-    n_train: int = 8000  # training samples: 16 steps per epoch, as the case study
-    min_reps: int = 5  # timed epochs per row, at least (quick: 3)
-    seconds_per_row: float = 2.0  # and up to this much time per row (quick: 0.5)
+    n_train: int = 8000  # training samples: 16 steps per epoch, as the case study (quick: 4000, 8 steps)
+    min_reps: int = 5  # timed epochs per row, at least (quick: 2)
+    seconds_per_row: float = 2.0  # and up to this much time per row (quick: 0.2)
     threads: int = 0  # numba / BLAS / torch threads; 0: os.cpu_count()
-    case_study_epochs: int = 1000  # per phase (quick: 100)
-    case_study_trials: int = 5
+    case_study_epochs: int = 1000  # per phase (quick: 20)
+    case_study_trials: int = 5  # (quick: 2)
+    case_study_torch_one: bool = True  # the PyTorch one-model-at-a-time case-study way (quick: skipped)
     torch: bool = True  # include PyTorch when it is installed
     seed: int = 0
+    models: tuple | None = None  # (name, d, h, C) per model; None: MODELS (quick: QUICK_MODELS)
+    peak_matrix: int = 2048  # n of the n x n matmuls of machine_peaks
+    peak_copy_mib: int = 256  # MiB copied by machine_peaks, at least (and 8 x the last-level cache)
 
     @classmethod
     def make(cls, quick=False, **kw):
+        """The full bench, or with ``quick`` the small one (options in ``kw`` still apply)."""
         if quick:
-            kw = {"min_reps": 3, "seconds_per_row": 0.5, "case_study_epochs": 100, **kw}
+            kw = {"models": QUICK_MODELS, "dtypes": ("float32",), "alphas": (2, 8), "n_train": 4000, "min_reps": 2,
+                  "seconds_per_row": 0.2, "case_study_epochs": 20, "case_study_trials": 2,
+                  "case_study_torch_one": False, **kw}
         return cls(quick=quick, **kw)
+
+    def model_list(self) -> tuple:
+        return MODELS if self.models is None else tuple(tuple(m) for m in self.models)
 
 
 # ----------------------------------------------------------------------------- environment
@@ -160,6 +213,102 @@ class _ThreadLimits:
             _torch().set_num_threads(self.torch_before)
 
 
+# ----------------------------------------------------------------------------- physical limits
+def _last_level_cache_bytes() -> int:
+    """The largest CPU cache of cpu0 (Linux sysfs); 0 where unknown."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            with open(os.path.join(base, name, "size")) as f:
+                txt = f.read().strip()
+        except OSError:
+            continue
+        mult = {"K": 2**10, "M": 2**20, "G": 2**30}.get(txt[-1:].upper(), 1)
+        try:
+            best = max(best, int(txt.rstrip("KMGkmg")) * mult)
+        except ValueError:
+            continue
+    return best
+
+
+def _best_seconds(fn, reps):
+    fn()  # warm-up: page faults, BLAS buffers
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def machine_peaks(threads: int, n: int = 2048, copy_mib: int = 256, reps: int = 5) -> dict:
+    """This machine's matmul peak per dtype (FLOP/s) and memory bandwidth (bytes/s), measured now.
+
+    Call it with the bench's thread limits in force (:class:`_ThreadLimits`): BLAS then uses
+    ``threads`` threads. The matmul peak is the best of ``reps`` ``np.dot`` of two ``n x n``
+    matrices (``2 n^3`` FLOPs) after a warm-up; the bandwidth the best of ``reps`` copies
+    ``np.copyto(b, a)`` of a float64 array of ``max(copy_mib MiB, 8 x the last-level cache)``
+    (``2 x`` its bytes: read a, write b), in 1 thread and split over ``threads`` Python threads
+    (NumPy's copy releases the GIL), the faster counted.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    out = {"matmul_n": n, "matmul_flops_per_s": {}}
+    for dts in ("float32", "float64"):
+        a = rng.standard_normal((n, n)).astype(dts)
+        b = rng.standard_normal((n, n)).astype(dts)
+        c = np.empty_like(a)
+        out["matmul_flops_per_s"][dts] = 2.0 * n**3 / _best_seconds(lambda: np.dot(a, b, out=c), reps)
+    llc = _last_level_cache_bytes()
+    nbytes = max(copy_mib * 2**20, 8 * llc)
+    src = np.empty(nbytes // 8)
+    src.fill(1.0)  # touch every page
+    dst = np.empty_like(src)
+    bw = {}
+    for t in sorted({1, max(1, threads)}):
+        srcs, dsts = np.array_split(src, t), np.array_split(dst, t)
+        with ThreadPoolExecutor(t) as ex:
+            bw[t] = 2.0 * src.nbytes / _best_seconds(lambda: list(ex.map(np.copyto, dsts, srcs)), reps)
+    out.update({"copy_bytes": int(src.nbytes), "last_level_cache_bytes": llc,
+                "copy_bytes_per_s_by_threads": {str(t): v for t, v in bw.items()},
+                "bandwidth_bytes_per_s": max(bw.values()), "threads": threads})
+    return out
+
+
+def step_work(sizes, weights, batch: int, itemsize: int) -> tuple:
+    """``(flops, bytes)`` of one training step (the module docstring says what they count).
+
+    ``sizes`` are the widths ``[d, h_1, ..., C]`` of the model as trained, ``weights`` the
+    weight entries each layer multiplies (the non-zeros for a sparse layout, every entry for a
+    dense or masked-dense one), first layer first: ``flops = B (6 W - 2 W_1)`` and
+    ``bytes = s (8 P + B d + 2 B sum(h_1..C))`` with ``W = sum(weights)`` and
+    ``P = W + sum(h_1..C)`` (weights and biases).
+    """
+    weights = [int(w) for w in weights]
+    outs = sum(sizes[1:])
+    total = sum(weights)
+    params = total + outs
+    flops = batch * (6 * total - 2 * weights[0])
+    nbytes = itemsize * (8 * params + batch * sizes[0] + 2 * batch * outs)
+    return int(flops), int(nbytes)
+
+
+def roofline(flops, nbytes, ms_median, peaks, dtype) -> dict:
+    """A row's physical limit: ``limit_ms = max(flops / peak, bytes / bandwidth)`` and the fraction reached."""
+    compute_ms = flops / peaks["matmul_flops_per_s"][dtype] * 1e3
+    memory_ms = nbytes / peaks["bandwidth_bytes_per_s"] * 1e3
+    limit = max(compute_ms, memory_ms)
+    return {"flops": int(flops), "bytes": int(nbytes), "limit_ms": limit,
+            "limit_bound": "compute" if compute_ms >= memory_ms else "memory",
+            "fraction_of_limit": limit / ms_median if ms_median > 0 else None}
+
+
 # ----------------------------------------------------------------------------- data and models
 def bench_data(d, C, n, dtype, rng):
     """Gaussian inputs and uniform labels: the cost of a step does not depend on the data."""
@@ -225,11 +374,12 @@ def _torch_epoch(model, X, y, tcfg, rng):
 
 
 # ----------------------------------------------------------------------------- steps
-def bench_steps(cfg: BenchConfig, log=print) -> list:
-    """One record per (model, dtype, variant, implementation)."""
+def bench_steps(cfg: BenchConfig, log=print, peaks=None) -> list:
+    """One record per (model, dtype, variant, implementation); with ``peaks``
+    (:func:`machine_peaks`) each with its physical limit (:func:`roofline`)."""
     rows = []
     torch = _torch() if cfg.torch else None
-    for name, d, h, C in MODELS:
+    for name, d, h, C in cfg.model_list():
         for dts in cfg.dtypes:
             dtype = np.dtype(dts)
             rng = np.random.default_rng([cfg.seed, d, h, C])
@@ -259,9 +409,17 @@ def bench_steps(cfg: BenchConfig, log=print) -> list:
                            "alpha": alpha, "impl": impl, "layout": layout, "plan": plan, "hidden": model.sizes[1],
                            "nnz": nnz, "ms_median": med, "ms_min": float(np.min(ms)), "ms_max": float(np.max(ms)),
                            "reps": len(ms), "x_dense": med / dense_ms if dense_ms else None}
+                    # the dense and masked-dense layouts multiply every entry, zeros included
+                    w = [nnz[f"W{l}"] if layout == "sparse" else model.params[f"W{l}"].size
+                         for l in range(1, model.n_layers + 1)]
+                    flops, nbytes = step_work(model.sizes, w, cfg.batch_size, dtype.itemsize)
+                    row.update(roofline(flops, nbytes, med, peaks, dts) if peaks else
+                               {"flops": flops, "bytes": nbytes, "limit_ms": None, "limit_bound": None,
+                                "fraction_of_limit": None})
                     rows.append(row)
+                    lim = f"  limit {row['limit_ms']:.3f} ms ({row['fraction_of_limit']:.1%})" if peaks else ""
                     log(f"  {row['model']:<22} {dts:<8} {variant:<14} {impl:<6} {layout:<13} {med:9.3f} ms "
-                        f"[{row['ms_min']:.3f}, {row['ms_max']:.3f}]  x{row['x_dense']:.2f}")
+                        f"[{row['ms_min']:.3f}, {row['ms_max']:.3f}]  x{row['x_dense']:.2f}{lim}")
     return rows
 
 
@@ -379,7 +537,11 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
 
         def torch_one(m, X, y, c, r, Xt, yt):
             torch_ref.train(m, X, y, c, r, X_test=Xt, y_test=yt)
-        ways["torch, one model at a time"] = lambda: _case_study_loop(cs, torch_one)
+        if cfg.case_study_torch_one:
+            ways["torch, one model at a time"] = lambda: _case_study_loop(cs, torch_one)
+        else:
+            out["skipped"]["torch, one model at a time"] = "not run in --quick (case_study_torch_one=False)"
+            log("  case study, torch, one model at a time: skipped (--quick)")
         ways["torch, batched (bmm)"] = lambda: _case_study_torch_batched(cs)
         # compile outside the timing, on the shapes of the timed run (1 epoch per phase)
         t0 = time.perf_counter()
@@ -511,20 +673,40 @@ def targets(rows, cs, agree) -> dict:
     return out
 
 
+def peaks_line(peaks) -> str:
+    """The machine peaks of :func:`machine_peaks` in one line."""
+    mm = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in peaks["matmul_flops_per_s"].items())
+    return (f"matmul peak (GFLOP/s, {peaks['matmul_n']}^2 np.dot, {peaks['threads']} threads): {mm}; memory "
+            f"bandwidth {peaks['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s (np.copyto of {peaks['copy_bytes'] / 2**20:.0f} "
+            "MiB, read + write)")
+
+
+def _pct(x):
+    return f"{x:.1%}" if x is not None else "-"
+
+
 def table(rows) -> str:
     """The step table: one line per (model, dtype, variant, implementation); PyTorch on the
-    NumPy lines (the same model written the usual way: dense, or masks multiplied in)."""
+    NumPy lines (the same model written the usual way: dense, or masks multiplied in).
+
+    ``MFLOP`` and ``kB`` are one step's work (:func:`step_work`), ``limit ms`` its physical
+    limit on this machine (:func:`roofline`; ``c`` compute-bound, ``m`` memory-bound) and
+    ``of limit`` / ``torch of lim`` the fraction of it the row reaches (limit / median).
+    """
     head = (f"{'model':<22} {'dtype':<7} {'variant':<36} {'ms/step':>9} {'[min, max]':<20} {'x dense':>7} "
-            f"{'torch ms':>9} {'torch x':>7}")
+            f"{'MFLOP':>8} {'kB':>8} {'limit ms':>10} {'of limit':>8} {'torch ms':>9} {'torch x':>7} {'torch of lim':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r["impl"] == "torch":
             continue
         label = f"{r['variant']} ({r['layout']}, {r['impl']})"
         tr = _find(rows, model=r["model"], dtype=r["dtype"], variant=r["variant"], impl="torch") if r["impl"] == "numpy" else None
-        t = f"{tr['ms_median']:9.3f} {tr['x_dense']:7.2f}" if tr else ""
+        t = f"{tr['ms_median']:9.3f} {tr['x_dense']:7.2f} {_pct(tr.get('fraction_of_limit')):>12}" if tr else ""
+        lim = "-" if r.get("limit_ms") is None else f"{r['limit_ms']:.4f} {r['limit_bound'][0]}"
+        work = (f"{r['flops'] / 1e6:8.2f} {r['bytes'] / 1e3:8.1f}" if r.get("flops") is not None else f"{'-':>8} {'-':>8}")
         lines.append(f"{r['model']:<22} {r['dtype']:<7} {label:<36} {r['ms_median']:9.3f} "
-                     f"{'[%.3f, %.3f]' % (r['ms_min'], r['ms_max']):<20} {r['x_dense']:7.2f} {t}".rstrip())
+                     f"{'[%.3f, %.3f]' % (r['ms_min'], r['ms_max']):<20} {r['x_dense']:7.2f} {work} {lim:>10} "
+                     f"{_pct(r.get('fraction_of_limit')):>8} {t}".rstrip())
     return "\n".join(lines)
 
 
@@ -542,11 +724,14 @@ def run_bench(cfg: BenchConfig, out_dir, log=print) -> dict:
     with _ThreadLimits(_threads(cfg)):
         rec["environment_before"] = environment(cfg)
         t0 = time.perf_counter()
+        log("machine peaks ...")
+        rec["machine_peaks"] = machine_peaks(_threads(cfg), cfg.peak_matrix, cfg.peak_copy_mib)
+        log("  " + peaks_line(rec["machine_peaks"]))
         log("agreement after 1000 float64 steps ...")
         rec["agreement"] = agreement()
         log(f"  {rec['agreement']}")
         log("steps ...")
-        rec["steps"] = bench_steps(cfg, log)
+        rec["steps"] = bench_steps(cfg, log, rec["machine_peaks"])
         log("case study ...")
         rec["case_study"] = bench_case_study(cfg, log)
         rec["environment_after"] = environment(cfg)

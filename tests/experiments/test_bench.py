@@ -8,10 +8,65 @@ import pytest
 from click.testing import CliRunner
 
 
+# fixed machine peaks (measuring them takes seconds): 1 GFLOP/s float64, 2 float32, 1 GB/s
+PEAKS = {"matmul_n": 0, "matmul_flops_per_s": {"float32": 2e9, "float64": 1e9}, "copy_bytes": 0,
+         "last_level_cache_bytes": 0, "copy_bytes_per_s_by_threads": {"1": 1e9}, "bandwidth_bytes_per_s": 1e9,
+         "threads": 1}
+
+
+def _fixed_peaks(monkeypatch, bench):
+    monkeypatch.setattr(bench, "machine_peaks", lambda threads, n, copy_mib: dict(PEAKS, threads=threads))
+
+
+def test_step_work_and_limit_on_a_hand_example():
+    """[32, 8, 1] dense, batch 500, float32: W = 256 + 8 weights, P = 264 + 9 parameters.
+
+    flops = 500 (6 * 264 - 2 * 256) = 536000 (no input gradient of the first layer);
+    bytes = 4 (8 * 273 + 500 * 32 + 2 * 500 * 9) = 4 (2184 + 16000 + 9000) = 108736.
+    """
+    from fpe_ref.experiments import bench
+
+    assert bench.step_work([32, 8, 1], [256, 8], 500, 4) == (536000, 108736)
+    assert bench.step_work([32, 8, 1], [256, 8], 500, 8) == (536000, 2 * 108736)
+    # the FPE alpha=2 child as sparse: the parent's 264 weights over 16 hidden units
+    assert bench.step_work([32, 16, 1], [256, 8], 500, 4) == (536000, 4 * (8 * 281 + 16000 + 2 * 500 * 17))
+    peaks = {"matmul_flops_per_s": {"float32": 1e9}, "bandwidth_bytes_per_s": 1e8}
+    r = bench.roofline(536000, 108736, 2.17472, peaks, "float32")  # compute 0.536 ms, memory 1.08736 ms
+    assert r["limit_bound"] == "memory" and r["limit_ms"] == pytest.approx(1.08736)
+    assert r["fraction_of_limit"] == pytest.approx(0.5) and (r["flops"], r["bytes"]) == (536000, 108736)
+    r = bench.roofline(536000, 108736, 1.0, dict(peaks, bandwidth_bytes_per_s=1e9), "float32")
+    assert r["limit_bound"] == "compute" and r["limit_ms"] == pytest.approx(0.536)
+
+
+def test_machine_peaks_on_small_sizes(monkeypatch):
+    from fpe_ref.experiments import bench
+
+    monkeypatch.setattr(bench, "_last_level_cache_bytes", lambda: 0)
+    p = bench.machine_peaks(2, n=32, copy_mib=1, reps=1)
+    assert set(p["matmul_flops_per_s"]) == {"float32", "float64"} and all(v > 0 for v in p["matmul_flops_per_s"].values())
+    assert p["copy_bytes"] == 2**20 and set(p["copy_bytes_per_s_by_threads"]) == {"1", "2"}
+    assert p["bandwidth_bytes_per_s"] == max(p["copy_bytes_per_s_by_threads"].values()) > 0
+    assert "GB/s" in bench.peaks_line(p)
+
+
+def test_quick_shrinks_only_quick():
+    from fpe_ref.experiments import bench
+
+    full = bench.BenchConfig.make()
+    assert full == bench.BenchConfig() and full.model_list() == bench.MODELS and full.dtypes == ("float32", "float64")
+    assert (full.alphas, full.min_reps, full.seconds_per_row, full.case_study_epochs, full.case_study_trials) == \
+        ((2, 4, 8), 5, 2.0, 1000, 5) and full.case_study_torch_one
+    q = bench.BenchConfig.make(quick=True)
+    assert q.model_list() == bench.QUICK_MODELS and q.dtypes == ("float32",) and q.alphas == (2, 8)
+    assert (q.case_study_epochs, q.case_study_trials, q.case_study_torch_one) == (20, 2, False)
+    assert bench.BenchConfig.make(quick=True, dtypes=("float64",)).dtypes == ("float64",)  # options still apply
+
+
 def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
     from fpe_ref.experiments import bench
 
     monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
+    _fixed_peaks(monkeypatch, bench)
     cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2, 16), n_train=200, batch_size=100, min_reps=2,
                             seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, threads=1)
     monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
@@ -32,7 +87,18 @@ def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
     assert all(cs["agrees"].values()) and cs["skipped"] == {} and cs["torch_compile_warmup_s"] is None
     assert cs["fastest"]["ours"] == min(cs["wall_s"], key=cs["wall_s"].get) and cs["fastest"]["torch"] is None
     assert "case_study_fastest_torch_over_fastest_ours" not in saved["targets"]
-    assert "FPE alpha=2 (masked-dense, numpy)" in bench.table(rec["steps"])
+    assert saved["machine_peaks"] == dict(PEAKS, threads=1)
+    for r in rows:  # every row: its work and its limit under the (fixed) peaks
+        assert {"flops", "bytes", "limit_ms", "fraction_of_limit", "limit_bound"} <= set(r)
+        H = r["hidden"]
+        w = [r["nnz"]["W1"], r["nnz"]["W2"]] if r["layout"] == "sparse" else [8 * H, H]  # masked-dense: every entry
+        assert (r["flops"], r["bytes"]) == bench.step_work([8, H, 1], w, 100, 8)
+        assert r["limit_ms"] == max(r["flops"] / 1e9, r["bytes"] / 1e9) * 1e3
+        assert r["fraction_of_limit"] == r["limit_ms"] / r["ms_median"]
+    masked = [r for r in rows if r["variant"] == "FPE alpha=2" and r["impl"] == "numpy"][0]
+    assert masked["flops"] == 100 * (6 * (8 * 4 + 4) - 2 * 8 * 4) and masked["nnz"] == {"W1": 16, "W2": 2}
+    text = bench.table(rec["steps"])
+    assert "FPE alpha=2 (masked-dense, numpy)" in text and "limit ms" in text and "of limit" in text
 
 
 def _compile_stand_in(works):
@@ -48,11 +114,12 @@ def _compile_stand_in(works):
     return compile
 
 
-@pytest.mark.parametrize("compile_works", [True, False])
-def test_bench_with_torch_uses_the_parity_twin(tmp_path, monkeypatch, compile_works):
-    """With PyTorch: a torch row per variant; the torch case studies (one at a time, batched,
-    compiled where compiling works, skipped with the reason where not) end where NumPy's does,
-    and the fastest agreeing peer is named against our fastest way."""
+@pytest.mark.parametrize("compile_works, torch_one", [(True, True), (False, False)])
+def test_bench_with_torch_uses_the_parity_twin(tmp_path, monkeypatch, compile_works, torch_one):
+    """With PyTorch: a torch row per variant; the torch case studies (one at a time unless
+    --quick leaves it out, batched, compiled where compiling works, skipped with the reason
+    where not) end where NumPy's does, and the fastest agreeing peer is named against our
+    fastest way."""
     torch = pytest.importorskip("torch")
     from fpe_ref.experiments import bench
     from fpe_ref.parity import torch_ref
@@ -60,23 +127,32 @@ def test_bench_with_torch_uses_the_parity_twin(tmp_path, monkeypatch, compile_wo
     monkeypatch.setattr(torch_ref, "_COMPILED", {})
     monkeypatch.setattr(torch, "compile", _compile_stand_in(compile_works))
     monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
+    _fixed_peaks(monkeypatch, bench)
     monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
                                                      "batched_vs_numpy": 0.0})
     cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2,), n_train=200, batch_size=100, min_reps=2,
-                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=True, threads=1)
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=True, threads=1,
+                            case_study_torch_one=torch_one)
     rec = bench.run_bench(cfg, tmp_path, log=lambda s: None)
     torch_rows = {(r["variant"], r["layout"]) for r in rec["steps"] if r["impl"] == "torch"}
     assert torch_rows == {("dense parent", "dense"), ("FPE alpha=2", "masked-dense")}
+    for r in rec["steps"]:
+        if r["impl"] == "torch":  # the same work and limit as the NumPy row of the same model
+            np_row = [n for n in rec["steps"] if n["variant"] == r["variant"] and n["impl"] == "numpy"][0]
+            assert (r["flops"], r["bytes"], r["limit_ms"]) == (np_row["flops"], np_row["bytes"], np_row["limit_ms"])
     assert rec["environment_before"]["torch"]["threads"] == 1
     cs = rec["case_study"]
-    peers = {"torch, one model at a time", "torch, batched (bmm)"} | ({bench.TORCH_COMPILE} if compile_works else set())
+    peers = ({"torch, one model at a time"} if torch_one else set()) | {"torch, batched (bmm)"} | \
+        ({bench.TORCH_COMPILE} if compile_works else set())
     assert set(cs["wall_s"]) == set(bench.OURS) | peers
+    skipped = {} if torch_one else {"torch, one model at a time": "not run in --quick (case_study_torch_one=False)"}
     if compile_works:
-        assert cs["skipped"] == {} and cs["torch_compile_warmup_s"] > 0
+        assert cs["skipped"] == skipped and cs["torch_compile_warmup_s"] > 0
     else:
-        assert cs["skipped"] == {bench.TORCH_COMPILE: "torch.compile failed on cpu: RuntimeError: InductorError: "
-                                                      "no working C++ compiler"}
+        assert cs["skipped"] == {**skipped, bench.TORCH_COMPILE: "torch.compile failed on cpu: RuntimeError: "
+                                                                 "InductorError: no working C++ compiler"}
         assert cs["torch_compile_warmup_s"] is None
+    assert ("case_study_torch_over_batched" in rec["targets"]) == torch_one
     assert all(v <= 1e-12 for v in cs["max_acc_difference_vs_numpy"].values()) and all(cs["agrees"].values())
     f = cs["fastest"]
     assert f["torch"] == min(peers, key=cs["wall_s"].get) and f["ours"] == min(bench.OURS, key=cs["wall_s"].get)
