@@ -37,7 +37,7 @@ from fpe_ref.rng import stream
 from fpe_ref.splits import check_alpha
 from fpe_ref.experiments import trainers
 from fpe_ref.experiments.outputs import config_diff, open_output, write_json_atomic
-from fpe_ref.experiments.runs import RunStore, accuracy_problem, record_digest
+from fpe_ref.experiments.runs import RunStore, content_problem, record_digest
 from fpe_ref.train import TrainConfig, TrialSummary, chance_accuracy, divergence, warmup_warning
 
 VARIANTS = ("dense", "clause", "random")
@@ -195,12 +195,7 @@ def record_problem(rec) -> str | None:
             x = part.get(name) if isinstance(part, dict) else None
             if isinstance(x, bool) or not isinstance(x, (int, float)) or x != x:
                 return f"field {where}.{name} is missing or not a number ({x!r})"
-    problem = accuracy_problem(rec)
-    if problem:
-        return problem
-    if "digest" in rec and rec["digest"] != record_digest(rec):
-        return "its fields do not match its digest (edited after it was written)"
-    return None
+    return content_problem(rec)
 
 
 def _stored_config(rec: dict, path: str) -> dict:

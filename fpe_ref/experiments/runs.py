@@ -137,6 +137,11 @@ def record_problem(rec) -> str | None:
             return f"field {name!r} is missing or not {'an object' if kind is dict else 'a string'}"
     if rec["run_id"] != run_id(rec["key"]):
         return f"run_id {rec['run_id']} is not the hash of its key"
+    return content_problem(rec)
+
+
+def content_problem(rec: dict) -> str | None:
+    """An accuracy out of [0, 1] anywhere in ``rec``, or a ``digest`` it does not match; else None."""
     found = accuracy_problem(rec)
     if found:
         return found
