@@ -90,3 +90,29 @@ def closed(monkeypatch):
     yield kept
     for f in kept:
         real_close(f)
+
+
+@pytest.fixture
+def lock_held_elsewhere():
+    """``lock_held_elsewhere(folder)``: another process holds ``FolderLock(folder)`` until it is
+    killed (by the test, or when the test ends); returns that ``Popen``."""
+    import subprocess
+    import sys
+
+    procs = []
+
+    def hold(folder):
+        proc = subprocess.Popen([sys.executable, "-c", (
+            "import time\n"
+            "from fpe_ref.experiments.outputs import FolderLock\n"
+            f"with FolderLock({str(folder)!r}):\n"
+            "    print('locked', flush=True)\n"
+            "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "locked"
+        return proc
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()

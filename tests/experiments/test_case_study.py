@@ -162,22 +162,12 @@ def test_kill_9_mid_run_loses_only_the_trial_in_progress_and_the_same_command_re
     assert json.loads((whole / "summary.json").read_text()) == json.loads((killed / "summary.json").read_text())
 
 
-def test_a_second_case_study_writing_the_same_folder_is_refused(tmp_path):
+def test_a_second_case_study_writing_the_same_folder_is_refused(tmp_path, lock_held_elsewhere):
     out = tmp_path / "cs"
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time\n"
-        "from fpe_ref.experiments.outputs import FolderLock\n"
-        f"with FolderLock({str(out)!r}):\n"
-        "    print('locked', flush=True)\n"
-        "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        res = CliRunner().invoke(fpe, ["reproduce", "case-study", *TINY, "--out", str(out)])
-        assert isinstance(res.exception, FPEError) and "being written by another fpe process" in str(res.exception)
-        assert not (out / "trials.jsonl").exists()
-    finally:
-        holder.kill()
-        holder.wait()
+    lock_held_elsewhere(out)
+    res = CliRunner().invoke(fpe, ["reproduce", "case-study", *TINY, "--out", str(out)])
+    assert isinstance(res.exception, FPEError) and "being written by another fpe process" in str(res.exception)
+    assert not (out / "trials.jsonl").exists()
 
 
 def test_a_diverging_run_is_warned_about_in_the_output_and_the_records(tmp_path):

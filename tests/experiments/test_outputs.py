@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -66,21 +64,13 @@ def test_a_malformed_provenance_file_is_one_line_error(tmp_path, text):
             pass
 
 
-def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from fpe_ref.experiments.outputs import FolderLock\n"
-        f"with FolderLock({str(tmp_path)!r}):\n"
-        "    print('locked', flush=True)\n"
-        "    time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(FPEError, match=rf"being written by another fpe process \(pid {holder.pid} "):
-            with out.FolderLock(tmp_path):
-                pass
-    finally:
-        holder.kill()
-        holder.wait()
+def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_lock(tmp_path, lock_held_elsewhere):
+    holder = lock_held_elsewhere(tmp_path)
+    with pytest.raises(FPEError, match=rf"being written by another fpe process \(pid {holder.pid} "):
+        with out.FolderLock(tmp_path):
+            pass
+    holder.kill()
+    holder.wait()
     with out.FolderLock(tmp_path):  # the kernel dropped the dead writer's lock
         with out.FolderLock(tmp_path):  # and a process may take its own lock again
             pass
