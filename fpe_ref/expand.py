@@ -94,7 +94,7 @@ def split_masks_for(split, h, d, alpha, rng, groups=None):
 
 
 def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: int = 1,
-           out_scale: str = "duplicate", tie_key=None) -> ExpandResult:
+           out_scale: str = "duplicate", bias: str = "copy", tie_key=None) -> ExpandResult:
     """Expand hidden layer ``layer`` of ``model`` by ``alpha`` (Alg. A1). Returns a new model.
 
     Parameters
@@ -108,6 +108,9 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
     groups : list of index arrays (the clauses), for ``split="clause"`` (and Gram clusters).
     layer : the hidden layer to expand (1-based; never the output layer).
     out_scale : "duplicate" (the paper) or "divide" (copies scaled by 1/alpha; ablation only).
+    bias : "copy" (the paper: every child gets its parent's bias) or "divide" (each child gets
+        ``b / alpha``, so the children's biases sum to the parent's; beyond the paper, an
+        ablation of the study ``fpe study choices``). LayerNorm gain/shift are copied either way.
     tie_key : optional float array, one entry per prune candidate (the mask-on entries of
         ``W_l'`` then of ``W_{l+1}'``, each in row-major order), used as the secondary sort
         key instead of ``rng.random``. Lets another implementation (golden bundles)
@@ -136,6 +139,8 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
         raise FPEError(f"layer must be {what}, got {layer}")
     if out_scale not in ("duplicate", "divide"):
         raise FPEError(f"out_scale must be 'duplicate' or 'divide', got {out_scale!r}")
+    if bias not in ("copy", "divide"):
+        raise FPEError(f"bias must be 'copy' or 'divide', got {bias!r}")
     nW, nb, nN = f"W{layer}", f"b{layer}", f"W{layer + 1}"
     W, Wn = model.params[nW], model.params[nN]
     h, d = W.shape
@@ -192,7 +197,9 @@ def expand(model: MLP, alpha, split="random", rng=None, *, groups=None, layer: i
             params[k] = W1
         elif k == nN:
             params[k] = W2
-        elif k in (nb, f"ln{layer}.gamma", f"ln{layer}.beta"):
+        elif k == nb:
+            params[k] = v[parent_of] / alpha if bias == "divide" else v[parent_of].copy()
+        elif k in (f"ln{layer}.gamma", f"ln{layer}.beta"):
             params[k] = v[parent_of].copy()
         else:
             params[k] = v.copy()

@@ -2,6 +2,7 @@
 
 One module per group of commands: :mod:`~fpe_ref.commands.reproduce` (the paper's
 experiments), :mod:`~fpe_ref.commands.sweep` (the Sec. 3.2 grids and ``fpe report``),
+:mod:`~fpe_ref.commands.study` (the study of the paper's silent choices),
 :mod:`~fpe_ref.commands.golden`, :mod:`~fpe_ref.commands.bench` and :mod:`~fpe_ref.commands.theory`;
 the options they share are defined once, in :mod:`~fpe_ref.commands.options`. Bad input
 raises ``fpe_ref.errors.FPEError``; :func:`main` prints it as one line and exits 2.
@@ -13,7 +14,7 @@ import sys
 
 import click
 
-from fpe_ref.commands import bench, golden, reproduce, sweep, theory
+from fpe_ref.commands import bench, golden, reproduce, study, sweep, theory
 from fpe_ref.errors import FPEError
 
 
@@ -36,6 +37,7 @@ fpe.add_command(theory.theory)
 fpe.add_command(sweep.sweep)
 fpe.add_command(sweep.report)
 fpe.add_command(golden.golden)
+fpe.add_command(study.study)
 
 
 def main():
