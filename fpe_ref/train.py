@@ -9,15 +9,19 @@ Alg. A3 line 8 computes ``r = min(1, e / W)`` once per epoch ``e = 1..N`` and ne
 it multiplies (the comment on that line is lost in the paper's text). ``TrainConfig.warmup``
 chooses the interpretation:
 
-``"lr"`` (default)
+``"none"`` (default)
+    ``r`` is computed and unused, as the pseudocode literally reads.
+``"lr"``
     linear learning-rate warm-up: the epoch's learning rate is ``r * lr``. This is the usual
     meaning of "warm-up" in a training loop. With the paper's N = W the rate rises over
     the whole phase, and every call of ``train`` (each phase of an experiment) starts a
     new ramp, so the model after an FPE split starts again with small steps.
 ``"penalty"``
     the penalties ramp in: ``r * lambda_1``, ``r * lambda_2``, ``r * lambda_orth``.
-``"none"``
-    ``r`` is computed and unused, as the pseudocode literally reads.
+
+The default is chosen by the study ``fpe study choices`` on seeds used only for choosing
+(``results/choices/README.md``): on the paper's Sec. 3.1 numbers no reading reproduced more
+than ``"none"``, so the most literal reading is the default.
 
 ``W`` (``TrainConfig.warmup_epochs``) defaults to the phase's own ``N`` (``epochs``), the
 paper's ``N = W``; so a phase of 200 epochs warms up over 200, never over a default 1000 it
@@ -63,7 +67,7 @@ class TrainConfig:
 
     epochs: int = 1000  # N: epochs in this phase
     warmup_epochs: int | None = None  # W: r = min(1, e / W); None: W = N, this phase's own epochs
-    warmup: str = "lr"  # what r scales: "lr", "penalty" or "none" (module docstring)
+    warmup: str = "none"  # what r scales: "none", "lr" or "penalty" (module docstring)
     batch_size: int = 500  # B
     lr: float = 1e-3  # eta
     betas: tuple = (0.9, 0.999)  # Adam's (beta1, beta2), PyTorch defaults

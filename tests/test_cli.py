@@ -286,16 +286,16 @@ def test_every_command_and_group_shows_its_help():
 
 def test_the_submodules_stay_modules_and_their_groups_are_registered():
     import fpe_ref.commands as pkg
-    from fpe_ref.commands import bench, golden, reproduce, sweep
+    from fpe_ref.commands import bench, golden, reproduce, study, sweep
     from fpe_ref.commands import theory as theory_commands
 
-    for mod in (bench, golden, reproduce, sweep):
+    for mod in (bench, golden, reproduce, study, sweep):
         assert isinstance(mod, types.ModuleType) and getattr(pkg, mod.__name__.rsplit(".", 1)[1]) is mod
     assert fpe.commands["reproduce"] is reproduce.reproduce
     assert fpe.commands["sweep"] is sweep.sweep and fpe.commands["report"] is sweep.report
     assert fpe.commands["golden"] is golden.golden and fpe.commands["bench"] is bench.bench_cmd
-    assert fpe.commands["theory"] is theory_commands.theory
-    assert set(fpe.commands) == {"reproduce", "sweep", "report", "golden", "bench", "theory"}
+    assert fpe.commands["theory"] is theory_commands.theory and fpe.commands["study"] is study.study
+    assert set(fpe.commands) == {"reproduce", "sweep", "report", "golden", "bench", "theory", "study"}
     assert set(reproduce.reproduce.commands) == {"case-study", "fashion-mnist", "embeddings", "pretrain-timing",
                                                  "alpha", "two-four", "rewiring"}
 
@@ -308,5 +308,5 @@ def test_any_command_module_may_be_imported_first(first):
             "print(sorted(fpe.commands), sorted(fpe.commands['theory'].commands))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["['bench',", "'golden',", "'report',", "'reproduce',", "'sweep',", "'theory']",
+    assert proc.stdout.split() == ["['bench',", "'golden',", "'report',", "'reproduce',", "'study',", "'sweep',", "'theory']",
                                    "['check',", "'plot']"]

@@ -75,6 +75,11 @@ jobs = _factory(
     help="Worker processes; 1 runs in this process. The results do not depend on it.")
 
 
+def dry_run(what: str):
+    """``--dry-run``: print the plan (``what`` says its units), how much of it is finished, and exit."""
+    return click.option("--dry-run", is_flag=True, help=f"Print the plan ({what}: finished, left) and exit.")
+
+
 def quick(what: str):
     """``--quick``: a small version of the command; ``what`` says what it shrinks."""
     return click.option("--quick", is_flag=True,
@@ -128,8 +133,9 @@ l2 = click.option("--l2", type=float, default=1e-5, show_default=True,
                   help="lambda_2: sum-of-squares penalty on all parameters (A.3.1).")
 orth = click.option("--orth", type=float, default=0.0, show_default=True,
                     help="lambda_orth: ||W1 W1^T - I||_F^2 penalty (Alg. A3 line 17; 0 in the paper's runs).")
-warmup = click.option("--warmup", type=click.Choice(["lr", "penalty", "none"]), default="lr", show_default=True,
-                      help="What Alg. A3's ratio r = min(1, e/W) scales: the learning rate, the penalties, or nothing.")
+warmup = click.option("--warmup", type=click.Choice(["none", "lr", "penalty"]), default="none", show_default=True,
+                      help="What Alg. A3's ratio r = min(1, e/W) scales: nothing (the pseudocode as written; chosen by "
+                           "fpe study choices), the learning rate, or the penalties.")
 warmup_epochs = click.option("--warmup-epochs", type=int, default=None,
                              help="W in r = min(1, e/W), the same W in both phases (default: the dense phase's epochs, as "
                                   "A.3.1's N = W = 1000).")

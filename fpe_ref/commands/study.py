@@ -24,7 +24,7 @@ def study():
               help="A seed whose trials give the reported numbers and are never used for choosing "
                    "(repeatable). Default: 4, 5, 6.")
 @opt.jobs(note="default: every core, os.cpu_count()")
-@click.option("--dry-run", is_flag=True, help="Print the plan (units per cell and seed set, finished, left) and exit.")
+@opt.dry_run("units per cell and seed set")
 @opt.out(note="default: a fresh git-ignored runs/choices/<hash of the options>/, which the same command resumes")
 def choices_cmd(quick, trials, choose_seeds, report_seeds, jobs, dry_run, out_dir):
     """Which reading of each choice the paper leaves open gives which number.

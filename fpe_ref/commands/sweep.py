@@ -42,7 +42,7 @@ def sweep():
 @opt.executor
 @opt.scheduler
 @opt.trainer
-@click.option("--dry-run", is_flag=True, help="Print the plan (runs per grid, finished, left) and exit.")
+@opt.dry_run("runs per grid")
 @click.option("--reuse-from", "reuse_from", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="A sweep directory (repeatable) whose finished runs with exactly this run's key are copied "
                    "here instead of computed (e.g. results/boolean); each record is validated first and an "

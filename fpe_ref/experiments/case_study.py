@@ -8,7 +8,8 @@ Paper: Sec. 3.1, Figures 2 and A1. Per trial ``t``:
 3. the three models (dense, clause, random) each train ``fpe_epochs`` more epochs
    (phase 2). The dense baseline therefore trains ``dense_epochs + fpe_epochs`` epochs in
    total, and all three get the identical phase-2 treatment (a new optimizer, unless
-   ``carry_optimizer``; the warm-up ramp restarted), so the split is the only difference.
+   ``carry_optimizer``; under ``warmup="lr"`` or ``"penalty"`` the ramp restarts), so the
+   split is the only difference.
 
 Metrics are taken at three points: the dense parent after phase 1 ("before"), each model at
 the start of phase 2 ("split", after the arithmetic of the split and before any training),

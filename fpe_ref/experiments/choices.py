@@ -174,7 +174,9 @@ class StudyConfig:
     n_samples: int = 10000
     large_n: int = 40000  # the n-40000 reading
     test_fraction: float = DEFAULT_TEST_FRACTION
-    train: TrainConfig = field(default_factory=TrainConfig)  # A.3.1; epochs and warm-up set per reading
+    # A.3.1's settings; every reading sets the warm-up and the epochs of each phase itself, so the
+    # "lr" stored here is never what trains (it keeps the run keys of the study as they were made)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(warmup="lr"))
     trainer: str = trainers.key_name(trainers.AUTO, "boolean")
 
     def __post_init__(self):
@@ -183,6 +185,11 @@ class StudyConfig:
             seeds = getattr(self, name)
             if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
                 raise FPEError(f"{name} must be non-empty integers >= 0, got {seeds!r}")
+            if len(set(seeds)) != len(seeds):
+                raise FPEError(f"{name} repeats a seed: {list(seeds)}")
+        if self.train.warmup_epochs is not None:  # the -continue readings rely on W = the dense phase's N
+            raise FPEError(f"the study sets each phase's warm-up itself: train.warmup_epochs must be unset, "
+                           f"got {self.train.warmup_epochs}")
         both = set(self.choose_seeds) & set(self.report_seeds)
         if both:
             raise FPEError(f"a seed cannot both choose and report: {sorted(both)} is in both sets")
@@ -297,7 +304,8 @@ def metric_readings(model: MLP, groups, X_test, y_clauses=None) -> dict:
 
     Mean cosine over pairs of neurons, signed and absolute (``-abs``), of the rows of ``W1``
     (``weights``), of ``[W1 | b1]`` (``weights+bias``) and of the neurons' activation vectors
-    over the test inputs (``activations``).
+    over the test inputs (``activations``; ReLU outputs are >= 0, so ``activations-abs``
+    always equals it: it is recorded, and the report leaves it out).
     """
     W1 = check_weights(model.params["W1"]).astype(np.float64)
     b1 = np.asarray(model.params["b1"], dtype=np.float64)
@@ -331,9 +339,10 @@ def split_analysis(parent: MLP, child: MLP, res, groups, X_test, y_test) -> dict
     - ``silent_units`` / ``silent_units_parent``: hidden units never active (``relu = 0``)
       on any test input; ``silent_units_split_mask`` counts only children cut to no inputs.
     - ``logit_shift``: mean over the test set of the split model's output logit minus the
-      parent's; ``bias_logit_excess``: the part of it the copied biases alone explain,
-      ``sum_j W2_j relu(b_j)`` of the children minus the parent's (the logit each would
-      produce for an all-zero input).
+      parent's; ``bias_logit_excess``: the same difference for an all-zero input,
+      ``sum_j W2_j relu(b_j)`` of the children minus the parent's: what the copied biases
+      alone add (the encoded inputs are never zero, so it is a measure of the biases' share,
+      not an exact term of ``logit_shift``).
     - ``positive_rate`` / ``positive_rate_parent`` / ``label_positive_rate``: the share of
       test inputs predicted (or labelled) positive.
     """

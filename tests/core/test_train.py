@@ -74,7 +74,7 @@ def test_bad_inputs_raise_clear_errors(rng):
 # ---------------------------------------------------------------- the warm-up length W
 def test_warmup_defaults_to_the_phase_length():
     """TrainConfig(epochs=200) warms up over its own 200 epochs (N = W), reaching lr at the last one."""
-    cfg = TrainConfig(epochs=200)
+    cfg = TrainConfig(epochs=200, warmup="lr")
     assert cfg.warmup_epochs is None and cfg.to_dict()["warmup_epochs"] is None
     assert schedule(cfg, 200)[0] == cfg.lr
     assert schedule(cfg, 100)[0] == cfg.lr / 2
@@ -83,11 +83,11 @@ def test_warmup_defaults_to_the_phase_length():
 
 
 def test_an_explicit_warmup_is_kept_and_warned_about_when_longer_than_the_phase(rng):
-    cfg = TrainConfig(epochs=200, warmup_epochs=1000)
+    cfg = TrainConfig(epochs=200, warmup_epochs=1000, warmup="lr")
     assert schedule(cfg, 200)[0] == pytest.approx(cfg.lr / 5)  # as given: the stored runs' W
     assert warmup_warning(cfg) == ("warmup_epochs=1000 is longer than the phase's epochs=200: the learning rate "
                                    "reaches only 20% of lr (leave warmup_epochs unset to warm up over the phase)")
-    assert warmup_warning(TrainConfig(epochs=1000, warmup_epochs=1000)) is None
+    assert warmup_warning(TrainConfig(epochs=1000, warmup_epochs=1000, warmup="lr")) is None
     assert warmup_warning(TrainConfig(epochs=200, warmup_epochs=1000, warmup="none")) is None
     assert warmup_warning(TrainConfig(epochs=200)) is None
     X = rng.normal(size=(20, 3))

@@ -61,7 +61,8 @@ def test_boolean_run_golden_numbers(trainer):
     longer reproducible: give the new code its own name in ``fpe_ref.experiments.trainers.TRAINERS``.
     The numba trainer must give the NumPy reference's numbers (to rounding).
     """
-    r = bs.boolean_run(bs.key_for(dataclasses.replace(QUICK, trainer=trainer), 16, 4, 2, 1))
+    cfg = dataclasses.replace(QUICK, trainer=trainer, train=dataclasses.replace(QUICK.train, warmup="lr"))  # as then
+    r = bs.boolean_run(bs.key_for(cfg, 16, 4, 2, 1))
     assert r["parent"]["test_acc"] == 0.45
     golden = {"dense": (0.4625, 1.82568243068483, -0.13623584980217562),
               "clause": (0.4875, 2.930785881287041, -0.04686258179105484),
@@ -85,7 +86,7 @@ def test_boolean_run_refuses_legacy_and_unknown_trainers(trainer, match):
 
 
 def test_legacy_trainer_configures_but_never_runs():
-    """Stores of "numpy-reference" runs (results/boolean/numpy-v1/) keep their config; running one is refused."""
+    """Stores of "numpy-reference" runs (results/boolean_warmup_lr/numpy-v1/) keep their config; running one is refused."""
     cfg = dataclasses.replace(QUICK, trainer="numpy-reference")
     key = bs.key_for(cfg, 16, 4, 2, 0)
     with pytest.raises(FPEError) as err:

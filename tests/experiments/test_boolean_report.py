@@ -48,10 +48,10 @@ def test_report_of_a_partial_grid_marks_missing_cells(tmp_path):
 
 
 def test_legacy_store_still_loads_for_reports():
-    """results/boolean/numpy-v1/ holds runs of the legacy "numpy-reference" trainer: reports read them."""
+    """results/boolean_warmup_lr/numpy-v1/ holds runs of the legacy "numpy-reference" trainer: reports read them."""
     from pathlib import Path
 
-    d = Path(__file__).resolve().parents[2] / "results" / "boolean" / "numpy-v1"
+    d = Path(__file__).resolve().parents[2] / "results" / "boolean_warmup_lr" / "numpy-v1"
     if not (d / "runs.jsonl").exists():
         pytest.skip(f"{d} absent")
     records, meta = rp.load_sweep(d)

@@ -396,5 +396,5 @@ def test_to_torch_refuses_half_precision():
 def test_expand_refuses_unknown_keywords():
     seq = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 1))
     with pytest.raises(FPEError, match=r"^expand got unknown keyword argument\(s\) \['grups'\]; "
-                                       r"fpe_ref.expand.expand takes groups, layer, out_scale, tie_key$"):
+                                       r"fpe_ref.expand.expand takes groups, layer, out_scale, bias, tie_key$"):
         adapter.expand(seq, 2, "clause", rng=0, grups=[[0, 1], [2]])
