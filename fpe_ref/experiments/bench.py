@@ -1,4 +1,4 @@
-"""``fpe bench``: what a training step costs, dense vs FPE masked-dense vs FPE sparse (and PyTorch).
+"""``fpe bench``: what a training step costs, dense vs FPE masked-dense vs FPE sparse (and PyTorch, JAX).
 
 Models (batch 500, float32 and float64; sizes ``[d, h, C]``):
 
@@ -22,7 +22,13 @@ the same model trained by the one PyTorch twin, :class:`fpe_ref.parity.torch_ref
 (``F.linear`` as ``nn.Linear`` calls it, masks multiplied into the weights each step as
 ``torch.nn.utils.prune`` applies them, autograd, the fused ``torch.optim.Adam``, the same
 warm-up and penalties, no host synchronisation inside an epoch) in the same run, on the
-CPU with ``torch.set_num_threads`` equal to ours.
+CPU with ``torch.set_num_threads`` equal to ours. With JAX installed (extra ``jax``, also in
+``bench``), the same model trained by the JAX twin, :class:`fpe_ref.parity.jax_ref.JaxTrainer`
+(autograd, masks multiplied in, Adam written out as :class:`fpe_ref.optim.Adam`; the epoch's
+batches ``lax.scan``-ned in one ``jax.jit`` call), on JAX's CPU device: XLA's CPU client runs
+its own thread pool over every core, which the bench's thread limits do not reach. A JAX row's
+first epoch traces and compiles; it is not timed (``_timed`` warms up first) and its wall
+time is the row's ``jit_warmup_s``.
 
 The case study (Sec. 3.1: 5 trials x {dense parent phase 1, then dense / clause / random
 phase 2}, 1000 + 1000 epochs, 8000 training samples) is timed end to end: NumPy one model at
@@ -34,10 +40,15 @@ processes (:func:`fpe_ref.experiments.case_study.run_case_study` with
 (:func:`fpe_ref.parity.torch_ref.train`), batched (:func:`fpe_ref.parity.torch_ref.train_many`:
 each phase's models of one shape stacked and trained by batched matrix products, as a
 PyTorch user would train 15 small models) and batched with ``torch.compile`` where it works
-on this machine (its compilation is done by a 1-epoch run outside the timing, as numba's).
+on this machine (its compilation is done by a 1-epoch run outside the timing, as numba's);
+and the JAX peer, "jax, jit + vmap" (:func:`fpe_ref.parity.jax_ref.train_many`: the same
+stacks of models, one jitted epoch of a vmapped step per call; its jit compilation is done by
+a 1-epoch-per-phase run outside the timing, ``jax_jit_warmup_s``).
 Every way trains the same batches from the same seeds, so the final test accuracies are
 compared with NumPy's; only a way that agrees (to one test sample) counts, and the record
-names the fastest PyTorch peer and its wall time over our fastest way's.
+names the fastest PyTorch peer and the JAX peer, each with its wall time over our fastest way's.
+A peer whose library is not installed (or is switched off: ``torch=False``, ``jax=False``)
+has no rows; a missing JAX is named, with the reason, in the case study's ``skipped``.
 
 Physical limit (roofline) of every step row. In the same run, under the bench's thread
 limits, :func:`machine_peaks` measures the machine's matmul peak per dtype (FLOP/s: the best
@@ -49,7 +60,7 @@ of the destination that a write-allocate cache adds are not counted, here as in 
 bytes). Each row's work (:func:`step_work`) is that of one training step of
 batch ``B`` for a model of widths ``[d, H, C]`` (``H = alpha h`` after expansion), with
 ``W`` the weights the implementation multiplies (the non-zero weights for the sparse numba
-rows; the full dense ``d H + H C`` for the dense and the masked-dense NumPy and PyTorch
+rows; the full dense ``d H + H C`` for the dense and the masked-dense NumPy, PyTorch and JAX
 rows, which multiply the zeros too), ``W_1`` those of the first layer, and ``P = W + H + C``
 the parameters with the biases:
 
@@ -79,16 +90,19 @@ freer can then show a fraction above 1.
 models ``[32, 8, 1]``, ``[512, 32, 100]`` and ``[784, 64, 10]``, float32, alpha 2 and 8,
 epochs of 8 steps (4000 samples), at least 2 timed epochs and up to 0.2 s per row, a
 20 + 20-epoch case study of 2 trials, and no PyTorch one-model-at-a-time case-study way
-(the batched PyTorch peers still run; ``skipped`` in the record says so).
+(the batched PyTorch peers and the JAX peer still run; ``skipped`` in the record says so).
 
-Everything runs on this machine's CPU in this process; the load average (before and after)
-and the thread counts of numba, BLAS (via threadpoolctl when installed) and torch are
-recorded in ``bench.json``: on a machine shared with other jobs the numbers are indicative.
+Everything runs on this machine's CPU in this process; the load average (before and after),
+the thread counts of numba, BLAS (via threadpoolctl when installed) and torch, and the jax /
+jaxlib versions and device are recorded in ``bench.json``: on a machine shared with other
+jobs the numbers are indicative.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import contextlib
 import os
 import platform
 import time
@@ -128,6 +142,7 @@ class BenchConfig:
     case_study_trials: int = 5  # (quick: 2)
     case_study_torch_one: bool = True  # the PyTorch one-model-at-a-time case-study way (quick: skipped)
     torch: bool = True  # include PyTorch when it is installed
+    jax: bool = True  # include JAX when it is installed (extra jax)
     seed: int = 0
     models: tuple | None = None  # (name, d, h, C) per model; None: MODELS (quick: QUICK_MODELS)
     peak_matrix: int = 2048  # n of the n x n matmuls of machine_peaks
@@ -159,6 +174,18 @@ def _torch():
     return torch
 
 
+def _jax_ref(cfg: BenchConfig):
+    """``(jax_ref, None)``: the JAX twin :mod:`fpe_ref.parity.jax_ref`, imported only here and
+    only with ``cfg.jax``; ``(None, why)`` where it is switched off or jax is not installed."""
+    if not cfg.jax:
+        return None, "switched off (jax=False)"
+    try:
+        from fpe_ref.parity import jax_ref
+    except ImportError as exc:
+        return None, f"jax is not installed ({exc}; the extra jax: pip install 'fpe-ref[jax]')"
+    return jax_ref, None
+
+
 def environment(cfg: BenchConfig) -> dict:
     """Machine, load average and the thread count of every library that runs a kernel."""
     env = {"load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(), "machine": platform.machine(),
@@ -179,6 +206,8 @@ def environment(cfg: BenchConfig) -> dict:
         env["blas"] = "threadpoolctl not installed: BLAS kernel and thread count not recorded"
     torch = _torch() if cfg.torch else None
     env["torch"] = None if torch is None else {"version": torch.__version__, "threads": torch.get_num_threads()}
+    jax_ref, why = _jax_ref(cfg)
+    env["jax"] = why if jax_ref is None else jax_ref.describe()  # versions and device, or why there is no JAX
     env.update(K.numba_info())
     return env
 
@@ -373,12 +402,58 @@ def _torch_epoch(model, X, y, tcfg, rng):
     return run
 
 
+# ----------------------------------------------------------------------------- JAX
+@contextlib.contextmanager
+def pinned(n: int):
+    """Every thread of this process on the first ``n`` of its CPUs while the block runs.
+
+    XLA's CPU client keeps a thread pool over every core and has no setting that limits it
+    (``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`` leaves its matrix products on two
+    threads here), so the JAX peer is held to ``--threads`` by CPU affinity, thread by
+    thread (a thread started inside the block inherits it); afterwards every thread gets the
+    affinity it had. ``n`` at least the CPUs available: nothing is changed.
+    """
+    avail = sorted(os.sched_getaffinity(0))
+    if n >= len(avail):
+        yield
+        return
+    cpus = set(avail[:n])
+    before = {}
+    for t in os.listdir("/proc/self/task"):
+        before[int(t)] = os.sched_getaffinity(int(t))
+        os.sched_setaffinity(int(t), cpus)
+    try:
+        yield
+    finally:
+        for t in os.listdir("/proc/self/task"):
+            try:
+                os.sched_setaffinity(int(t), before.get(int(t), set(avail)))
+            except OSError:  # the thread has ended
+                pass
+
+
+def _jax_epoch(jax_ref, model, X, y, tcfg, rng):
+    """One epoch of :class:`fpe_ref.parity.jax_ref.JaxTrainer` for ``model``, and the wall time
+    of its first epoch (tracing and jit compilation included), run here, before any timing."""
+    tr = jax_ref.JaxTrainer([model], X, y, tcfg)
+
+    def run():
+        tr.epoch(1, rng.permutation(X.shape[0])[None])
+        tr.sync()  # JAX dispatches asynchronously: the epoch has ended when its results exist
+    t0 = time.perf_counter()
+    run()
+    return run, time.perf_counter() - t0
+
+
 # ----------------------------------------------------------------------------- steps
 def bench_steps(cfg: BenchConfig, log=print, peaks=None) -> list:
     """One record per (model, dtype, variant, implementation); with ``peaks``
     (:func:`machine_peaks`) each with its physical limit (:func:`roofline`)."""
     rows = []
     torch = _torch() if cfg.torch else None
+    jax_ref, why = _jax_ref(cfg)
+    if jax_ref is None and cfg.jax:
+        log(f"  jax rows: skipped ({why})")
     for name, d, h, C in cfg.model_list():
         for dts in cfg.dtypes:
             dtype = np.dtype(dts)
@@ -392,16 +467,22 @@ def bench_steps(cfg: BenchConfig, log=print, peaks=None) -> list:
                 impls = [("numpy", "dense" if alpha is None else "masked-dense"), ("numba", "sparse")]
                 if torch is not None:
                     impls.append(("torch", "dense" if alpha is None else "masked-dense"))
+                if jax_ref is not None:
+                    impls.append(("jax", "dense" if alpha is None else "masked-dense"))
                 for impl, layout in impls:
                     m = model.copy()
-                    plan = None
+                    plan = warmup_s = None
                     if impl == "numpy":
                         run = _numpy_epoch(m, X, y, tcfg, np.random.default_rng(1))
                     elif impl == "numba":
                         run, plan = _numba_epoch(m, X, y, tcfg, np.random.default_rng(1))
-                    else:
+                    elif impl == "torch":
                         run = _torch_epoch(m, X, y, tcfg, np.random.default_rng(1))
-                    ms = _timed(run, cfg, steps)
+                    else:
+                        with pinned(_threads(cfg)):
+                            run, warmup_s = _jax_epoch(jax_ref, m, X, y, tcfg, np.random.default_rng(1))
+                    with pinned(_threads(cfg)) if impl == "jax" else contextlib.nullcontext():
+                        ms = _timed(run, cfg, steps)
                     med = float(np.median(ms))
                     if impl == "numpy" and alpha is None:
                         dense_ms = med
@@ -409,6 +490,8 @@ def bench_steps(cfg: BenchConfig, log=print, peaks=None) -> list:
                            "alpha": alpha, "impl": impl, "layout": layout, "plan": plan, "hidden": model.sizes[1],
                            "nnz": nnz, "ms_median": med, "ms_min": float(np.min(ms)), "ms_max": float(np.max(ms)),
                            "reps": len(ms), "x_dense": med / dense_ms if dense_ms else None}
+                    if impl == "jax":  # its first epoch (trace + compile + run), not timed above
+                        row["jit_warmup_s"] = warmup_s
                     # the dense and masked-dense layouts multiply every entry, zeros included
                     w = [nnz[f"W{l}"] if layout == "sparse" else model.params[f"W{l}"].size
                          for l in range(1, model.n_layers + 1)]
@@ -446,28 +529,38 @@ def _case_study_loop(cs, train_fn):
 
 
 def _case_study_torch_batched(cs, compile=False):
+    """:func:`_case_study_batched` by :func:`fpe_ref.parity.torch_ref.train_many` (``compile``:
+    under ``torch.compile``)."""
+    return _case_study_batched(cs, functools.partial(_torch_ref().train_many, compile=compile))
+
+
+def _case_study_jax_batched(jax_ref, cs):
+    """:func:`_case_study_batched` by :func:`fpe_ref.parity.jax_ref.train_many` (jit + vmap)."""
+    return _case_study_batched(cs, jax_ref.train_many)
+
+
+def _case_study_batched(cs, train_many):
     """The Sec. 3.1 workflow as :func:`~fpe_ref.experiments.case_study.run_trials` batches it,
-    trained by :func:`fpe_ref.parity.torch_ref.train_many`: one call per phase and shape (the
-    parents; the dense continuations; the clause and random splits, of one shape), each model
-    with run_trials' streams. Returns ``{variant: [final test acc per trial]}``."""
+    trained by a peer's ``train_many(models, X, y, cfg, rngs, X_test=, y_test=)``: one call per
+    phase and shape (the parents; the dense continuations; the clause and random splits, of one
+    shape), each model with run_trials' streams. Returns ``{variant: [final test acc per trial]}``."""
     from fpe_ref.experiments.case_study import VARIANTS, make_data
     from fpe_ref.rng import stream
 
-    train_many = _torch_ref().train_many
     tr, te, groups = make_data(cs)
     tcfg1 = replace(cs.train, epochs=cs.dense_epochs)
     tcfg2 = replace(cs.train, epochs=cs.fpe_epochs)
     ts = range(cs.trials)
     parents = [MLP.init([cs.m, cs.hidden, 1], stream(cs.seed, "init", t)) for t in ts]
     train_many(parents, tr.X, tr.y, tcfg1, [stream(cs.seed, "shuffle", t, "dense-phase1") for t in ts],
-               X_test=te.X, y_test=te.y, compile=compile)
+               X_test=te.X, y_test=te.y)
     dense = [p.copy() for p in parents]
     splits = [(t, v, expand(parents[t], cs.alpha, v, stream(cs.seed, "split", t, v), groups=groups,
                             out_scale=cs.out_scale).model) for t in ts for v in VARIANTS if v != "dense"]
     train_many(dense, tr.X, tr.y, tcfg2, [stream(cs.seed, "shuffle", t, "dense") for t in ts],
-               X_test=te.X, y_test=te.y, compile=compile)
+               X_test=te.X, y_test=te.y)
     train_many([m for _, _, m in splits], tr.X, tr.y, tcfg2, [stream(cs.seed, "shuffle", t, v) for t, v, _ in splits],
-               X_test=te.X, y_test=te.y, compile=compile)
+               X_test=te.X, y_test=te.y)
     accs = {"dense": [m.accuracy(te.X, te.y) for m in dense]}
     for t, v, m in splits:  # trial-major: each variant's list is in trial order
         accs.setdefault(v, []).append(m.accuracy(te.X, te.y))
@@ -487,10 +580,11 @@ def _case_study_in_workers(cs, jobs):
     return {v: summary["models"][v]["accs"] for v in VARIANTS}
 
 
-# the ways of bench_case_study that are ours; every other way is a PyTorch peer
+# the ways of bench_case_study that are ours; every other way is a peer: PyTorch ("torch, ...") or JAX ("jax, ...")
 OURS = ("numpy, one model at a time", "numba, one model at a time", "numba, batched",
         "numba, trials in 2 worker processes")
 TORCH_COMPILE = "torch, batched + torch.compile"
+JAX = "jax, jit + vmap"
 
 
 def _fastest(wall, names):
@@ -499,13 +593,14 @@ def _fastest(wall, names):
 
 
 def bench_case_study(cfg: BenchConfig, log=print) -> dict:
-    """Wall time of the case study: ours (NumPy, numba one at a time / batched / in workers) and the PyTorch peers.
+    """Wall time of the case study: ours (NumPy, numba one at a time / batched / in workers), the PyTorch and JAX peers.
 
     The record: ``wall_s`` and ``accs`` per way that ran, ``max_acc_difference_vs_numpy``,
     ``acc_tolerance`` (one test sample) and ``agrees`` (difference within it), ``skipped``
-    (way -> why it did not run, e.g. torch.compile failing here), ``torch_compile_warmup_s``
-    (the untimed compiling run) and ``fastest`` (our fastest agreeing way, the fastest agreeing
-    PyTorch peer, and the peer's time over ours).
+    (way -> why it did not run, e.g. torch.compile failing here, jax not installed),
+    ``torch_compile_warmup_s`` and ``jax_jit_warmup_s`` (the untimed compiling runs) and
+    ``fastest`` (our fastest agreeing way; the fastest agreeing PyTorch peer and the JAX peer
+    where it agrees, each with its time over ours).
     """
     from fpe_ref.experiments.case_study import VARIANTS, CaseStudyConfig, make_data, run_trials
 
@@ -531,7 +626,7 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
             "numba, trials in 2 worker processes": lambda: _case_study_in_workers(cs, 2)}
     out = {"epochs_per_phase": e, "trials": cs.trials, "runs": cs.trials * (1 + len(VARIANTS)),
            "steps": cs.trials * (1 + len(VARIANTS)) * e * -(-int(cs.n_samples * (1 - cs.test_fraction)) // 500),
-           "wall_s": {}, "accs": {}, "skipped": {}, "torch_compile_warmup_s": None}
+           "wall_s": {}, "accs": {}, "skipped": {}, "torch_compile_warmup_s": None, "jax_jit_warmup_s": None}
     if cfg.torch and _torch() is not None:
         torch_ref = _torch_ref()
 
@@ -553,6 +648,21 @@ def bench_case_study(cfg: BenchConfig, log=print) -> dict:
         else:
             out["torch_compile_warmup_s"] = time.perf_counter() - t0
             ways[TORCH_COMPILE] = lambda: _case_study_torch_batched(cs, compile=True)
+    jax_ref, why = _jax_ref(cfg)
+    if jax_ref is not None:
+        # jit-compile outside the timing: the timed run's shapes, 1 epoch per phase
+        t0 = time.perf_counter()
+        with pinned(_threads(cfg)):
+            _case_study_jax_batched(jax_ref, replace(cs, dense_epochs=1, fpe_epochs=1))
+        out["jax_jit_warmup_s"] = time.perf_counter() - t0
+
+        def jax_way():
+            with pinned(_threads(cfg)):
+                return _case_study_jax_batched(jax_ref, cs)
+        ways[JAX] = jax_way
+    elif cfg.jax:
+        out["skipped"][JAX] = why
+        log(f"  case study, {JAX}: skipped ({why})")
     # compile the numba kernels outside the timing (a 2-epoch run)
     small = replace(cs, dense_epochs=1, fpe_epochs=1, trials=2)
     tr, te, groups = make_data(small)
@@ -584,15 +694,17 @@ def _summarize_case_study(wall_s, accs, n_test) -> dict:
     agrees = {name: round(d * n_test) <= 1 for name, d in diff.items()}  # d * n_test: differing samples
     counted = [name for name, ok in agrees.items() if ok]
     ours = _fastest(wall_s, [n for n in counted if n in OURS])
-    peer = _fastest(wall_s, [n for n in counted if n not in OURS])
-    fastest = {"ours": ours, "ours_s": wall_s.get(ours), "torch": peer, "torch_s": wall_s.get(peer),
-               "torch_over_ours": wall_s[peer] / wall_s[ours] if ours and peer else None}
+    fastest = {"ours": ours, "ours_s": wall_s.get(ours)}
+    for lib in ("torch", "jax"):  # the fastest agreeing peer of each library
+        peer = _fastest(wall_s, [n for n in counted if n not in OURS and n.startswith(lib + ",")])
+        fastest.update({lib: peer, f"{lib}_s": wall_s.get(peer),
+                        f"{lib}_over_ours": wall_s[peer] / wall_s[ours] if ours and peer else None})
     return {"max_acc_difference_vs_numpy": diff, "acc_tolerance": tol, "agrees": agrees, "fastest": fastest}
 
 
 def case_study_lines(cs) -> list:
     """The case study as text: one line per way (wall time, accuracy difference from NumPy,
-    whether it counts), the ways skipped and why, and the fastest PyTorch peer against ours."""
+    whether it counts), the ways skipped and why, and the fastest PyTorch and JAX peers against ours."""
     lines = []
     for name, w in cs["wall_s"].items():
         d = cs["max_acc_difference_vs_numpy"][name]
@@ -601,9 +713,12 @@ def case_study_lines(cs) -> list:
     for name, why in cs.get("skipped", {}).items():
         lines.append(f"  {name:<36} skipped: {why}")
     f = cs.get("fastest") or {}
-    if f.get("torch_over_ours") is not None:
-        lines.append(f"  fastest PyTorch peer: {f['torch']} ({f['torch_s']:.1f} s) = {f['torch_over_ours']:.2f} x "
-                     f"our fastest, {f['ours']} ({f['ours_s']:.1f} s)")
+    for lib, label in (("torch", "PyTorch"), ("jax", "JAX")):
+        if f.get(f"{lib}_over_ours") is not None:
+            lines.append(f"  fastest {label} peer: {f[lib]} ({f[lib + '_s']:.1f} s) = {f[lib + '_over_ours']:.2f} x "
+                         f"our fastest, {f['ours']} ({f['ours_s']:.1f} s)")
+    if cs.get("jax_jit_warmup_s") is not None:
+        lines.append(f"  (jax jit compilation, untimed above: {cs['jax_jit_warmup_s']:.1f} s for a 1 + 1-epoch run)")
     return lines
 
 
@@ -665,6 +780,10 @@ def targets(rows, cs, agree) -> dict:
             r = f["torch_over_ours"]
             out["case_study_fastest_torch_over_fastest_ours"] = {"value": r, "target": ">= 1", "met": r >= 1,
                                                                  "torch": f["torch"], "ours": f["ours"]}
+        if f.get("jax_over_ours") is not None:
+            r = f["jax_over_ours"]
+            out["case_study_jax_over_fastest_ours"] = {"value": r, "target": ">= 1", "met": r >= 1,
+                                                       "jax": f["jax"], "ours": f["ours"]}
     if agree:
         out["numba_vs_numpy_1000_steps"] = {"value": agree["numba_vs_numpy"], "target": "<= 1e-9",
                                             "met": agree["numba_vs_numpy"] <= 1e-9}
@@ -686,27 +805,34 @@ def _pct(x):
 
 
 def table(rows) -> str:
-    """The step table: one line per (model, dtype, variant, implementation); PyTorch on the
-    NumPy lines (the same model written the usual way: dense, or masks multiplied in).
+    """The step table: one line per (model, dtype, variant, implementation); PyTorch and JAX on
+    the NumPy lines (the same model written the usual way: dense, or masks multiplied in).
 
     ``MFLOP`` and ``kB`` are one step's work (:func:`step_work`), ``limit ms`` its physical
     limit on this machine (:func:`roofline`; ``c`` compute-bound, ``m`` memory-bound) and
-    ``of limit`` / ``torch of lim`` the fraction of it the row reaches (limit / median).
+    ``of limit`` / ``torch of lim`` / ``jax of lim`` the fraction of it the row reaches
+    (limit / median).
     """
+    peers = ("torch", "jax")
     head = (f"{'model':<22} {'dtype':<7} {'variant':<36} {'ms/step':>9} {'[min, max]':<20} {'x dense':>7} "
-            f"{'MFLOP':>8} {'kB':>8} {'limit ms':>10} {'of limit':>8} {'torch ms':>9} {'torch x':>7} {'torch of lim':>12}")
+            f"{'MFLOP':>8} {'kB':>8} {'limit ms':>10} {'of limit':>8}"
+            + "".join(f" {lib + ' ms':>9} {lib + ' x':>7} {lib + ' of lim':>12}" for lib in peers))
     lines = [head, "-" * len(head)]
     for r in rows:
-        if r["impl"] == "torch":
+        if r["impl"] in peers:
             continue
         label = f"{r['variant']} ({r['layout']}, {r['impl']})"
-        tr = _find(rows, model=r["model"], dtype=r["dtype"], variant=r["variant"], impl="torch") if r["impl"] == "numpy" else None
-        t = f"{tr['ms_median']:9.3f} {tr['x_dense']:7.2f} {_pct(tr.get('fraction_of_limit')):>12}" if tr else ""
+        t = ""
+        for lib in peers:
+            pr = _find(rows, model=r["model"], dtype=r["dtype"], variant=r["variant"], impl=lib) \
+                if r["impl"] == "numpy" else None
+            t += (f" {pr['ms_median']:9.3f} {pr['x_dense']:7.2f} {_pct(pr.get('fraction_of_limit')):>12}" if pr
+                  else f" {'':>9} {'':>7} {'':>12}")
         lim = "-" if r.get("limit_ms") is None else f"{r['limit_ms']:.4f} {r['limit_bound'][0]}"
         work = (f"{r['flops'] / 1e6:8.2f} {r['bytes'] / 1e3:8.1f}" if r.get("flops") is not None else f"{'-':>8} {'-':>8}")
         lines.append(f"{r['model']:<22} {r['dtype']:<7} {label:<36} {r['ms_median']:9.3f} "
                      f"{'[%.3f, %.3f]' % (r['ms_min'], r['ms_max']):<20} {r['x_dense']:7.2f} {work} {lim:>10} "
-                     f"{_pct(r.get('fraction_of_limit')):>8} {t}".rstrip())
+                     f"{_pct(r.get('fraction_of_limit')):>8}{t}".rstrip())
     return "\n".join(lines)
 
 

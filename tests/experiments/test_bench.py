@@ -68,7 +68,8 @@ def test_bench_on_a_tiny_configuration(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
     _fixed_peaks(monkeypatch, bench)
     cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2, 16), n_train=200, batch_size=100, min_reps=2,
-                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, threads=1)
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, jax=False,
+                            threads=1)
     monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
                                                      "batched_vs_numpy": 0.0})
     rec = bench.run_bench(cfg, tmp_path, log=lambda s: None)
@@ -131,8 +132,8 @@ def test_bench_with_torch_uses_the_parity_twin(tmp_path, monkeypatch, compile_wo
     monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
                                                      "batched_vs_numpy": 0.0})
     cfg = bench.BenchConfig(dtypes=("float64",), alphas=(2,), n_train=200, batch_size=100, min_reps=2,
-                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=True, threads=1,
-                            case_study_torch_one=torch_one)
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=True, jax=False,
+                            threads=1, case_study_torch_one=torch_one)
     rec = bench.run_bench(cfg, tmp_path, log=lambda s: None)
     torch_rows = {(r["variant"], r["layout"]) for r in rec["steps"] if r["impl"] == "torch"}
     assert torch_rows == {("dense parent", "dense"), ("FPE alpha=2", "masked-dense")}
@@ -164,6 +165,68 @@ def test_bench_with_torch_uses_the_parity_twin(tmp_path, monkeypatch, compile_wo
     assert "torch ms" in bench.table(rec["steps"])
 
 
+def test_bench_with_jax_uses_the_jax_twin(tmp_path, monkeypatch):
+    """With JAX: a jax row per variant (same work as NumPy's, its jit warm-up untimed and
+    recorded), and the "jax, jit + vmap" case study, which ends where NumPy's does and is named
+    against our fastest way; the version is in the environment."""
+    pytest.importorskip("jax")
+    from fpe_ref.experiments import bench
+
+    monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
+    _fixed_peaks(monkeypatch, bench)
+    monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
+                                                     "batched_vs_numpy": 0.0})
+    cfg = bench.BenchConfig(dtypes=("float32", "float64"), alphas=(2,), n_train=200, batch_size=100, min_reps=2,
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, jax=True,
+                            threads=1)
+    rec = bench.run_bench(cfg, tmp_path, log=lambda s: None)
+    jax_rows = [r for r in rec["steps"] if r["impl"] == "jax"]
+    assert {(r["variant"], r["layout"], r["dtype"]) for r in jax_rows} == \
+        {(v, lay, dt) for v, lay in (("dense parent", "dense"), ("FPE alpha=2", "masked-dense"))
+         for dt in ("float32", "float64")}
+    for r in jax_rows:
+        np_row = [n for n in rec["steps"] if n["variant"] == r["variant"] and n["dtype"] == r["dtype"]
+                  and n["impl"] == "numpy"][0]
+        assert (r["flops"], r["bytes"], r["limit_ms"]) == (np_row["flops"], np_row["bytes"], np_row["limit_ms"])
+        assert r["jit_warmup_s"] > 0 and r["reps"] >= 2 and r["ms_min"] <= r["ms_median"] <= r["ms_max"]
+    import jax
+
+    assert rec["environment_before"]["jax"]["version"] == jax.__version__
+    cs = rec["case_study"]
+    assert set(cs["wall_s"]) == set(bench.OURS) | {bench.JAX} and cs["skipped"] == {}
+    assert cs["jax_jit_warmup_s"] > 0 and cs["torch_compile_warmup_s"] is None
+    assert all(v <= 1e-12 for v in cs["max_acc_difference_vs_numpy"].values()) and all(cs["agrees"].values())
+    f = cs["fastest"]
+    assert f["jax"] == bench.JAX and f["torch"] is None
+    assert f["jax_over_ours"] == cs["wall_s"][bench.JAX] / cs["wall_s"][f["ours"]]
+    assert rec["targets"]["case_study_jax_over_fastest_ours"]["value"] == f["jax_over_ours"]
+    lines = "\n".join(bench.case_study_lines(cs))
+    assert f"fastest JAX peer: {bench.JAX}" in lines and "PyTorch peer" not in lines
+    text = bench.table(rec["steps"])
+    assert "jax ms" in text and "(dense, jax)" not in text  # jax on the NumPy lines
+
+
+def test_bench_without_jax_says_why(tmp_path, monkeypatch):
+    """jax not importable: no jax row, and the case study's skipped names the reason; jax=False: silent."""
+    from fpe_ref.experiments import bench
+
+    why = "jax is not installed (No module named 'jax'; the extra jax: pip install 'fpe-ref[jax]')"
+    monkeypatch.setattr(bench, "_jax_ref", lambda cfg: (None, why if cfg.jax else "switched off (jax=False)"))
+    monkeypatch.setattr(bench, "MODELS", (("boolean", 8, 2, 1),))
+    _fixed_peaks(monkeypatch, bench)
+    monkeypatch.setattr(bench, "agreement", lambda: {"steps": 0, "numba_vs_numpy": 0.0, "batched_vs_one_at_a_time": 0.0,
+                                                     "batched_vs_numpy": 0.0})
+    cfg = bench.BenchConfig(dtypes=("float64",), alphas=(), n_train=100, batch_size=100, min_reps=1,
+                            seconds_per_row=0.0, case_study_epochs=2, case_study_trials=1, torch=False, jax=True,
+                            threads=1)
+    logged = []
+    rec = bench.run_bench(cfg, tmp_path, log=logged.append)
+    assert not [r for r in rec["steps"] if r["impl"] == "jax"]
+    assert rec["case_study"]["skipped"] == {bench.JAX: why} and rec["environment_before"]["jax"] == why
+    assert f"  jax rows: skipped ({why})" in logged
+    assert f"  {bench.JAX:<36} skipped: {why}" in bench.case_study_lines(rec["case_study"])
+
+
 def test_a_way_that_differs_from_numpy_does_not_count():
     """The fastest peer is the fastest among the ways whose accuracies agree with NumPy's."""
     from fpe_ref.experiments import bench
@@ -185,3 +248,28 @@ def test_bench_command_is_registered():
 
     result = CliRunner().invoke(fpe, ["bench", "--help"])
     assert result.exit_code == 0 and "--quick" in result.output and "--threads" in result.output
+
+
+def test_pinned_holds_every_thread_to_n_cpus_and_restores_them():
+    """The JAX peer's thread pool is held to --threads by affinity; afterwards every thread is as before."""
+    import os
+    import threading
+
+    from fpe_ref.experiments.bench import pinned
+
+    avail = os.sched_getaffinity(0)
+    if len(avail) < 2:
+        pytest.skip("one CPU: nothing to pin")
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        tasks = lambda: [int(t) for t in os.listdir("/proc/self/task")]  # noqa: E731
+        with pinned(1):
+            assert all(len(os.sched_getaffinity(t)) == 1 for t in tasks())
+        assert all(os.sched_getaffinity(t) == avail for t in tasks())
+        with pinned(len(avail)):
+            assert all(os.sched_getaffinity(t) == avail for t in tasks())
+    finally:
+        stop.set()
+        worker.join()
