@@ -93,17 +93,9 @@ def choices_cmd(quick, trials, choose_seeds, report_seeds, jobs, dry_run, out_di
 @opt.out(note="default: STUDY itself; for the committed results/choices, runs/report/choices/")
 def report_cmd(study_dir, out_dir):
     """The report of a (possibly unfinished) study folder: tables, figure, decisions."""
-    from fpe_ref.experiments.outputs import reference_dir, runs_dir, under_reference
+    from fpe_ref.experiments.outputs import report_dirs
 
-    path = study_dir
-    if not os.path.isdir(path) and reference_dir(study_dir) is not None:
-        path = reference_dir(study_dir)
-    if out_dir is None:
-        out_dir = path
-        if under_reference(path):
-            out_dir = os.path.join(runs_dir(), "report", os.path.basename(os.path.normpath(path)))
-            click.echo(f"{path} is the committed reference: the report goes to {out_dir} "
-                       f"(--out {path} to regenerate the committed one)")
+    path, out_dir = report_dirs(study_dir, out_dir, click.echo)
     _report(path, out_dir)
 
 

@@ -138,17 +138,9 @@ def report(sweep_dir, out_dir):
     """
     from fpe_ref.experiments import boolean_report as rp
 
-    from fpe_ref.experiments.outputs import reference_dir, runs_dir, under_reference
+    from fpe_ref.experiments.outputs import report_dirs
 
-    path = sweep_dir
-    if not os.path.isdir(path) and reference_dir(sweep_dir) is not None:
-        path = reference_dir(sweep_dir)
-    if out_dir is None:
-        out_dir = path
-        if under_reference(path):
-            out_dir = os.path.join(runs_dir(), "report", os.path.basename(os.path.normpath(path)))
-            click.echo(f"{path} is the committed reference: the report goes to {out_dir} "
-                       f"(--out {path} to regenerate the committed one)")
+    path, out_dir = report_dirs(sweep_dir, out_dir, click.echo)
     written = rp.report(path, out_dir)
     for p in written:
         click.echo(f"wrote {p}")

@@ -314,3 +314,20 @@ def open_output(out_dir, config: dict, ignore=(), replace: bool = False):
             check_config(out_dir, config, ignore)
         record_invocation(out_dir, config)
         yield out_dir
+
+
+def report_dirs(folder, out_dir, log=print) -> tuple:
+    """``(folder, out_dir)`` of ``fpe report`` / ``fpe study report``: ``folder`` as given, or the
+    committed one of that name; the report goes to ``out_dir``, else into ``folder`` itself,
+    except for a committed reference under ``results/``, whose report goes to
+    ``runs/report/<name>/`` (said through ``log``) unless ``--out`` names it."""
+    path = folder
+    if not os.path.isdir(path) and reference_dir(folder) is not None:
+        path = reference_dir(folder)
+    if out_dir is None:
+        out_dir = path
+        if under_reference(path):
+            out_dir = os.path.join(runs_dir(), "report", os.path.basename(os.path.normpath(path)))
+            log(f"{path} is the committed reference: the report goes to {out_dir} "
+                f"(--out {path} to regenerate the committed one)")
+    return path, out_dir

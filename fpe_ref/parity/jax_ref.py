@@ -66,8 +66,8 @@ from jax import lax
 
 from fpe_ref.errors import FPEError
 from fpe_ref.layers import LOSSES
-from fpe_ref.mlp import MLP
 from fpe_ref.optim import schedule
+from fpe_ref.parity import check_many
 from fpe_ref.rng import as_rng
 from fpe_ref.train import History, check_data
 
@@ -230,22 +230,7 @@ def _hits(params, masks, X, y, *, n_layers, loss):
 
 
 def _check_many(models, rngs):
-    """One-line FPEErrors unless ``models`` are MLPs of one size, dtype and no LayerNorm, one rng each."""
-    models = list(models)
-    if not models:
-        raise FPEError("train_many needs at least one model")
-    if any(not isinstance(m, MLP) for m in models):
-        raise FPEError("train_many trains fpe_ref.MLP models only")
-    if any(m.layer_norm for m in models):
-        raise FPEError("the JAX twin trains MLPs without LayerNorm")
-    sizes, dtype = models[0].sizes, models[0].dtype
-    for i, m in enumerate(models):
-        if m.sizes != sizes or m.dtype != dtype:
-            raise FPEError(f"train_many trains models of one shape: model {i} is {m.sizes} {m.dtype.name}, "
-                           f"model 0 is {sizes} {dtype.name}")
-    if rngs is not None and len(rngs) != len(models):
-        raise FPEError(f"train_many needs one rng per model: {len(rngs)} rngs for {len(models)} models")
-    return models
+    return check_many(models, rngs, "the JAX twin trains MLPs without LayerNorm")
 
 
 class JaxTrainer:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from fpe_ref.errors import FPEError
 from fpe_ref.layers import LN_EPS, loss_name  # torch.nn.LayerNorm's default eps
 from fpe_ref.optim import schedule
+from fpe_ref.parity import check_many
 from fpe_ref.rng import as_rng
 from fpe_ref.train import History, check_data
 
@@ -467,24 +468,7 @@ def _many_step(params, masks, X, y_loss, y, idx, pens, n_layers, loss, terms):
 
 
 def _check_many(models, rngs):
-    """One-line FPEErrors unless ``models`` are MLPs of one size, dtype and no LayerNorm, one rng each."""
-    from fpe_ref.mlp import MLP
-
-    models = list(models)
-    if not models:
-        raise FPEError("train_many needs at least one model")
-    if any(not isinstance(m, MLP) for m in models):
-        raise FPEError("train_many trains fpe_ref.MLP models only")
-    if any(m.layer_norm for m in models):
-        raise FPEError("train_many trains MLPs without LayerNorm (train LayerNorm models with train)")
-    sizes, dtype = models[0].sizes, models[0].dtype
-    for i, m in enumerate(models):
-        if m.sizes != sizes or m.dtype != dtype:
-            raise FPEError(f"train_many trains models of one shape: model {i} is {m.sizes} {m.dtype.name}, "
-                           f"model 0 is {sizes} {dtype.name}")
-    if len(rngs) != len(models):
-        raise FPEError(f"train_many needs one rng per model: {len(rngs)} rngs for {len(models)} models")
-    return models
+    return check_many(models, rngs, "train_many trains MLPs without LayerNorm (train LayerNorm models with train)")
 
 
 def train_many(models, X, y, cfg, rngs, *, X_test=None, y_test=None, device="cpu", compile=False) -> list:
