@@ -516,7 +516,7 @@ def figure(rows, path, case=CASE) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.2), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 6.4), gridspec_kw={"width_ratios": [1.4, 1]})
     colors = {"dense": "0.35", "clause": "tab:blue", "random": "tab:orange"}
     x = np.arange(len(names))
     for j, v in enumerate(ch.VARIANTS):
@@ -534,7 +534,7 @@ def figure(rows, path, case=CASE) -> str | None:
     ax.set_xticks(x, [n + (" †" if ch.READINGS[n].beyond else "") for n in names], rotation=30, ha="right")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("(a) Sec. 3.1 case study under each reading (reporting seeds)")
-    ax.legend(fontsize=7, ncol=3, loc="lower right")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))  # below: the points stay visible
     cells = sorted({k[0] for k in rows if k[1] == "report" and k[2] == "bias-divide"})
     for j, (name, lab, c) in enumerate(((ch.DEFAULT, "copy b (paper)", "tab:orange"),
                                         ("bias-divide", "b / alpha †", "tab:green"))):
