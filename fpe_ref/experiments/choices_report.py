@@ -238,11 +238,15 @@ def decide_metrics(rows, role="choose", reading=ch.DEFAULT) -> dict:
                     scores[f"{d} @ alpha {alpha}"] = {"reproduced": n_ok, "rows": n_rows, "distance": dist}
         if not scores:
             continue
+        expected = sum(3 for lit in TABLE_LITERALS for a in (2, 4) if lit // 4 >= a)  # rows of both alphas
+        finished = max(s["rows"] for n, s in scores.items() if "alpha 2" in n) + \
+            max([s["rows"] for n, s in scores.items() if "alpha 4" in n] or [0])
         lit = f"{METRIC_LITERAL[metric]} @ alpha 2"
         # alpha 4 has fewer rows (no 12-literal cell): compare shares of rows, and distance per row
         top, chosen = choose({n: {"reproduced": s["reproduced"] / s["rows"], "distance": s["distance"] / s["rows"]}
                               for n, s in scores.items()}, lit, lit)
-        out[metric] = {"scores": scores, "top": top, "literal": lit, "chosen": chosen}
+        out[metric] = {"scores": scores, "top": top, "literal": lit, "chosen": chosen,
+                       "rows_finished": finished, "rows_expected": expected}
     return out
 
 
@@ -432,8 +436,11 @@ def decisions_text(dec_t: dict, dec_m: dict) -> list:
     for metric, d in dec_m.items():
         best = sorted(d["scores"].items(), key=lambda kv: (-kv[1]["reproduced"], kv[1]["distance"]))[:4]
         sc = ", ".join(f"`{n}` {s['reproduced']}/{s['rows']}" for n, s in best)
+        verdict = (f"**chosen `{d['chosen']}`**" if d["rows_finished"] >= d["rows_expected"] else
+                   f"leading `{d['chosen']}`, provisional: {d['rows_finished']} of the {d['rows_expected']} table "
+                   "rows have choosing trials so far")
         lines.append(f"- **{metric} definition** (best four): {sc}. Top: {', '.join(f'`{n}`' for n in d['top'])}; most literal "
-                     f"`{d['literal']}`; **chosen `{d['chosen']}`**.")
+                     f"`{d['literal']}`; {verdict}.")
     return lines or ["- (the choosing seeds have not finished the cells the rule reads)"]
 
 
