@@ -692,3 +692,24 @@ def test_quick_never_writes_under_results(tmp_path, monkeypatch):
 def test_report_of_a_folder_that_is_not_a_study(tmp_path):
     res = _invoke(["study", "report", str(tmp_path)])
     assert isinstance(res.exception, FPEError) and "is not a study folder" in str(res.exception)
+
+
+def test_metric_decision_is_provisional_until_every_table_row_has_trials():
+    """With only the alpha-2 cells at 12 and 32 literals, the metric decision names its leader as provisional."""
+    def entry(cap):
+        m = {"capacity": {d: cap for d in ch.CAPACITY_READINGS}, "cosine": {d: 0.2 for d in ch.COSINE_READINGS}}
+        return {"metrics": [m, m, m]}
+
+    rows = {((lit, 8, 2), "choose", ch.DEFAULT, v): entry(1.0 + i) for lit in (12, 32)
+            for i, v in enumerate(("dense", "clause", "random"))}
+    dec = rep.decide_metrics(rows)
+    assert dec["capacity"]["rows_finished"] == 6 and dec["capacity"]["rows_expected"] == 15
+    assert "provisional: 6 of the 15 table rows" in "\n".join(rep.decisions_text({}, dec))
+    for lit in (12, 32, 128):
+        for a in (2, 4):
+            if lit // 4 >= a:
+                for i, v in enumerate(("dense", "clause", "random")):
+                    rows[((lit, 8, a), "choose", ch.DEFAULT, v)] = entry(1.0 + i)
+    dec = rep.decide_metrics(rows)
+    assert dec["capacity"]["rows_finished"] == 15
+    assert "**chosen `" in "\n".join(rep.decisions_text({}, dec))
