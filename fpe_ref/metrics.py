@@ -71,14 +71,18 @@ def feature_vectors(W1, groups):
     return V
 
 
-def capacity(W1, groups):
-    """Per-feature capacities ``C_i`` (F,) and their sum (Scherlis et al. 2022; paper Sec. 3.2)."""
-    V = feature_vectors(W1, groups)
+def capacity_of(V):
+    """Per-feature capacities ``C_i`` (F,) and their sum for the feature vectors ``V[:, i]`` (h, F)."""
     D = V.T @ V  # (F, F): v_i . v_j
     num = np.diag(D) ** 2
     den = np.sum(D * D, axis=1)
     C = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
     return C, float(C.sum())
+
+
+def capacity(W1, groups):
+    """Per-feature capacities ``C_i`` (F,) and their sum (Scherlis et al. 2022; paper Sec. 3.2)."""
+    return capacity_of(feature_vectors(W1, groups))
 
 
 def mean_cosine(W1, absolute: bool = False):

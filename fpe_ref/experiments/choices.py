@@ -77,7 +77,7 @@ from fpe_ref.experiments.case_study import CaseStudyConfig, make_data
 from fpe_ref.experiments.outputs import open_output
 from fpe_ref.experiments.runs import open_sweep_dir, run_sweep
 from fpe_ref.expand import carry_optimizer, expand
-from fpe_ref.metrics import capacity, check_weights, interference, mean_cosine
+from fpe_ref.metrics import capacity_of, check_weights, feature_vectors, interference, mean_cosine
 from fpe_ref.mlp import MLP
 from fpe_ref.rng import stream
 from fpe_ref.train import TrainConfig, chance_accuracy, divergence
@@ -268,24 +268,6 @@ def _hidden(model: MLP, X) -> np.ndarray:
     return np.maximum(np.asarray(X, dtype=np.float64) @ W1.T.astype(np.float64) + b1.astype(np.float64), 0.0)
 
 
-def _capacity_of(V) -> float:
-    """Total capacity ``sum_i (v_i.v_i)^2 / sum_j (v_i.v_j)^2`` of the columns of ``V`` (h, F)."""
-    D = V.T @ V
-    num, den = np.diag(D) ** 2, np.sum(D * D, axis=1)
-    return float(np.divide(num, den, out=np.zeros_like(num), where=den > 0).sum())
-
-
-def _cosine_of(U, absolute: bool) -> float:
-    """Mean (|)cosine(|) over pairs of distinct non-zero rows of ``U``."""
-    norms = np.linalg.norm(U, axis=1)
-    U = U[norms > 0] / norms[norms > 0, None]
-    if U.shape[0] < 2:
-        return float("nan")
-    S = U @ U.T
-    S = np.abs(S) if absolute else S
-    return float(S[np.triu_indices(U.shape[0], k=1)].mean())
-
-
 CAPACITY_READINGS = ("weights", "weights+bias", "clause-activations", "data-activations")
 COSINE_READINGS = ("weights", "weights-abs", "weights+bias", "weights+bias-abs", "activations", "activations-abs")
 
@@ -309,18 +291,18 @@ def metric_readings(model: MLP, groups, X_test, y_clauses=None) -> dict:
     """
     W1 = check_weights(model.params["W1"]).astype(np.float64)
     b1 = np.asarray(model.params["b1"], dtype=np.float64)
-    V = np.stack([W1[:, np.asarray(idx)].sum(axis=1) for idx in groups], axis=1)
-    caps = {"weights": capacity(W1, groups)[1], "weights+bias": _capacity_of(V + b1[:, None]),
-            "clause-activations": _capacity_of(_hidden(model, clause_input(W1.shape[1], groups)).T)}
+    V = feature_vectors(W1, groups)
+    caps = {"weights": capacity_of(V)[1], "weights+bias": capacity_of(V + b1[:, None])[1],
+            "clause-activations": capacity_of(_hidden(model, clause_input(W1.shape[1], groups)).T)[1]}
     H = _hidden(model, X_test)  # (n, h)
     if y_clauses is not None:
         cols = [H[y_clauses[:, i]].mean(axis=0) if y_clauses[:, i].any() else np.zeros(H.shape[1])
                 for i in range(len(groups))]
-        caps["data-activations"] = _capacity_of(np.stack(cols, axis=1))
+        caps["data-activations"] = capacity_of(np.stack(cols, axis=1))[1]
     Wb = np.concatenate([W1, b1[:, None]], axis=1)
     cos = {"weights": mean_cosine(W1), "weights-abs": mean_cosine(W1, absolute=True),
-           "weights+bias": _cosine_of(Wb, False), "weights+bias-abs": _cosine_of(Wb, True),
-           "activations": _cosine_of(H.T, False), "activations-abs": _cosine_of(H.T, True)}
+           "weights+bias": mean_cosine(Wb), "weights+bias-abs": mean_cosine(Wb, absolute=True),
+           "activations": mean_cosine(H.T), "activations-abs": mean_cosine(H.T, absolute=True)}
     return {"capacity": caps, "cosine": cos}
 
 

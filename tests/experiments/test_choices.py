@@ -366,7 +366,7 @@ def _independent_whole(model, groups):
 
 
 @pytest.fixture(scope="module")
-def test_data12():
+def data12():
     data = generate_dnf(300, 12, 4, np.random.default_rng(8))
     return data.X, data.y
 
@@ -375,8 +375,8 @@ def test_data12():
     (10.0, True, 2),  # W2 large: the 4 excess weights are W1[:, 0] in every parent, clause 0 is cut everywhere
     (0.01, False, 3),  # W2 tiny: the excess is pruned from W2 only, every clause stays whole
 ])
-def test_clauses_whole_counts_the_clauses_that_survive_pruning(test_data12, w2_scale, literal0, expected_whole):
-    X, y = test_data12
+def test_clauses_whole_counts_the_clauses_that_survive_pruning(data12, w2_scale, literal0, expected_whole):
+    X, y = data12
     parent = _parent(w2_scale, np.random.default_rng(1), literal0)
     res = expand(parent, 2, "clause", 4, groups=GROUPS12)
     if literal0:
@@ -393,10 +393,10 @@ def test_clauses_whole_counts_the_clauses_that_survive_pruning(test_data12, w2_s
 
 
 @pytest.mark.parametrize("split", ["clause", "random"])
-def test_clauses_whole_matches_the_masks_for_any_split(test_data12, split):
+def test_clauses_whole_matches_the_masks_for_any_split(data12, split):
     parent = MLP.init([12, 4, 1], np.random.default_rng(2))
     res = expand(parent, 2, split, 9, groups=GROUPS12)
-    an = ch.split_analysis(parent, res.model, res, GROUPS12, *test_data12)
+    an = ch.split_analysis(parent, res.model, res, GROUPS12, *data12)
     assert an["clauses_whole"] == _independent_whole(res.model, GROUPS12)
 
 
@@ -408,8 +408,8 @@ def _excess_by_hand(parent, child):
 
 
 @pytest.mark.parametrize("split", ["clause", "random"])
-def test_bias_logit_excess_of_copied_and_divided_biases(test_data12, split):
-    X, y = test_data12
+def test_bias_logit_excess_of_copied_and_divided_biases(data12, split):
+    X, y = data12
     parent = _parent(10.0, np.random.default_rng(1))  # W2 large: no W2 weight is pruned
     copy = expand(parent, 2, split, 4, groups=GROUPS12)
     divide = expand(parent, 2, split, 4, groups=GROUPS12, bias="divide")
@@ -429,16 +429,16 @@ def test_bias_logit_excess_of_copied_and_divided_biases(test_data12, split):
         assert an["positive_rate"] == np.mean(lc > 0) and an["positive_rate_parent"] == np.mean(lp > 0)
 
 
-def test_bias_logit_excess_when_w2_weights_are_pruned(test_data12):
+def test_bias_logit_excess_when_w2_weights_are_pruned(data12):
     parent = _parent(0.01, np.random.default_rng(1))  # W2 tiny: the excess comes out of W2
     res = expand(parent, 2, "random", 4, groups=GROUPS12)
     assert len(res.pruned["W2"]) == 4
-    an = ch.split_analysis(parent, res.model, res, GROUPS12, *test_data12)
+    an = ch.split_analysis(parent, res.model, res, GROUPS12, *data12)
     assert an["bias_logit_excess"] == pytest.approx(_excess_by_hand(parent, res.model), rel=1e-12, abs=1e-15)
 
 
-def test_silent_units_are_counted_on_the_test_set(test_data12):
-    X, y = test_data12
+def test_silent_units_are_counted_on_the_test_set(data12):
+    X, y = data12
     parent = _parent(10.0, np.random.default_rng(1))
     parent.params["b1"][1] = -100.0  # never active: the parent's unit 1 and both its children
     res = expand(parent, 2, "clause", 4, groups=GROUPS12)
