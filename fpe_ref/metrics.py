@@ -85,15 +85,38 @@ def capacity(W1, groups):
     return capacity_of(feature_vectors(W1, groups))
 
 
-def mean_cosine(W1, absolute: bool = False):
+def _check_bias(b1, h: int) -> np.ndarray:
+    """``b1`` as a float ``(h,)`` array of finite numbers, or a one-line FPEError naming it."""
+    try:
+        b = np.asarray(b1)
+    except (ValueError, TypeError):
+        raise FPEError(f"b1 must be a 1-D array of {h} numbers, got a ragged {type(b1).__name__}") from None
+    if b.dtype.kind not in "biuf" or b.shape != (h,):
+        raise FPEError(f"b1 must be a 1-D array of {h} numbers (one bias per row of W1), "
+                       f"got shape {b.shape} of dtype {b.dtype}")
+    bad = np.flatnonzero(~np.isfinite(b))
+    if bad.size:
+        raise FPEError(f"b1 contains {b[bad[0]]} at index {bad[0]}: metrics of non-finite biases are undefined")
+    return b.astype(np.float64)
+
+
+def mean_cosine(W1, absolute: bool = False, b1=None):
     """Mean cosine similarity over pairs of distinct non-zero rows of ``W1`` (Sec. 3.2).
 
     ``absolute=False`` (the default) averages the signed ``cos(w_a, w_b)``, so positive and
-    negative pairs cancel; ``absolute=True`` averages ``|cos(w_a, w_b)|``. The paper's Table A2
-    values (0.1 to 0.38, never negative) look unsigned, so the Boolean sweep records both.
+    negative pairs cancel; ``absolute=True`` averages ``|cos(w_a, w_b)|``. With ``b1`` (shape
+    ``(h,)``) each neuron's row is ``[w_a | b_a]``, its input weights and its bias.
     NaN when fewer than two rows are non-zero.
+
+    The paper does not say which of these its Table A2 averages. ``fpe study choices``
+    (``results/choices``) chose, on its choosing seeds, ``absolute=True`` with ``b1``: the
+    reading that reproduces the most Table A2 rows. The Boolean sweep records that reading
+    (``cosine_bias_abs``) beside the signed (``cosine``) and unsigned (``cosine_abs``) cosine
+    of ``W1`` alone.
     """
     W1 = check_weights(W1)
+    if b1 is not None:
+        W1 = np.concatenate([W1, _check_bias(b1, W1.shape[0])[:, None]], axis=1)
     norms = np.linalg.norm(W1, axis=1)
     keep = norms > 0
     U = W1[keep] / norms[keep, None]

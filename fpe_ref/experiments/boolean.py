@@ -214,7 +214,7 @@ def boolean_run(key: dict) -> dict:
     :mod:`fpe_ref.experiments.trainers` (``trainers.from_key``; a legacy name is refused):
     a new trainer, or a change of the numerics of an existing one, gets a new name, so that
     a store never mixes two realisations under one key. Besides ``run_trial``'s metrics it
-    records the unsigned mean cosine (``cosine_abs``, after training) and returns the four
+    records two more readings of the mean cosine (:func:`extra_cosines`, after training) and returns the four
     trained models' parameters and masks (``parent``, ``dense``, ``clause``, ``random``),
     which the runner saves to ``arrays/<run_id>.npz`` so that any metric can be recomputed.
     """
@@ -226,13 +226,24 @@ def boolean_run(key: dict) -> dict:
     tr, te, groups = _data(cfg.m, cfg.k, cfg.seed, cfg.n_samples, cfg.test_fraction)
     rec, models, parent = run_trial(cfg, key["trial"], tr, te, groups, trainer=trainer.name)
     out = slim_record(rec)
-    out["parent"]["cosine_abs"] = mean_cosine(parent.params["W1"], absolute=True)
+    out["parent"].update(extra_cosines(parent))
     arrays = _arrays("parent", parent)
     for v, model in models.items():
-        out["models"][v]["after"]["cosine_abs"] = mean_cosine(model.params["W1"], absolute=True)
+        out["models"][v]["after"].update(extra_cosines(model))
         arrays.update(_arrays(v, model))
     out[ARRAYS_FIELD] = arrays
     return out
+
+
+def extra_cosines(model) -> dict:
+    """The mean cosines a record holds besides ``run_trial``'s signed ``cosine`` of ``W1``.
+
+    ``cosine_abs``: the unsigned mean cosine of the rows of ``W1``; ``cosine_bias_abs``: the
+    unsigned mean cosine of the rows of ``[W1 | b1]``, the reading of the paper's Table A2 that
+    ``fpe study choices`` chose (:func:`fpe_ref.metrics.mean_cosine`).
+    """
+    W1, b1 = model.params["W1"], model.params["b1"]
+    return {"cosine_abs": mean_cosine(W1, absolute=True), "cosine_bias_abs": mean_cosine(W1, absolute=True, b1=b1)}
 
 
 def _arrays(prefix, model) -> dict:

@@ -40,7 +40,10 @@ Regressions (Figure 4c)
     ``MIN_FIT_POINTS`` = 3 cells: two points always give R^2 = 1, so with fewer no line is
     drawn and the table says "too few points".
 Tables A1/A2
-    mean +- sample standard deviation (ddof = 1) over trials, beside the paper's numbers.
+    mean +- sample standard deviation (ddof = 1) over trials, beside the paper's numbers, at
+    both alphas. Table A2 leads with the mean |cosine| of the rows of ``[W1 | b1]``
+    (``cosine_bias_abs``), the reading ``fpe study choices`` chose; the signed and unsigned
+    cosines of ``W1`` alone follow. Runs recorded before that field existed show "—" there.
 
 Partially finished grids: a cell with no finished trial is drawn grey / printed "—"; a cell
 with fewer trials than planned is printed with its count ("n=3/5"). A grid point that
@@ -77,13 +80,17 @@ SPLITS = ("clause", "random")
 SPLIT_COLORS = {"clause": "tab:blue", "random": "tab:orange", "dense": "k"}
 ALPHA_STYLES = {2: ":", 4: "-"}  # Figure 4c: dotted alpha 2, solid alpha 4
 ALPHA_MARKERS = {2: "o", 4: "s"}
-METRICS = ("capacity", "cosine", "cosine_abs")  # interference metrics with a fold change
+METRICS = ("capacity", "cosine", "cosine_abs", "cosine_bias_abs")  # interference metrics with a fold change
 METRIC_LABEL = {"capacity": "feature capacity", "cosine": "mean neuron cosine (signed)",
-                "cosine_abs": "mean neuron |cosine| (unsigned)"}
+                "cosine_abs": "mean neuron |cosine| (unsigned)",
+                "cosine_bias_abs": "mean neuron |cosine| of [W1 | b1]"}
+METRIC_AXIS = {"capacity": "capacity: FPE / dense", "cosine": "cosine: FPE − dense",
+               "cosine_abs": "|cosine|: FPE / dense", "cosine_bias_abs": "|cosine| [W1|b1]: FPE / dense"}
 DIFFERENCE_METRICS = ("cosine",)  # Figure 4a/b draws FPE - dense for these, the fold change for the others
 MIN_FIT_POINTS = 3  # Figure 4c: fewer cells give no fit (two points always lie on a line, R^2 = 1)
 GRID_FIELDS = ("m", "hidden", "alpha")  # what the grids vary; with "trial", all that records may differ in
 METRIC_FIELDS = ("capacity", "cosine", "cosine_abs")  # numbers or null (not computed) in every record
+OPTIONAL_METRIC_FIELDS = ("cosine_bias_abs",)  # numbers or null where present: runs made before it have none
 
 # The paper's Tables A1 (total feature capacity) and A2 (mean neuron cosine similarity):
 # literals -> ((dense mean, sd), (clause-split mean, sd), (random-split mean, sd)); 8 neurons, 5 trials.
@@ -224,11 +231,12 @@ def check_records(records, meta, where: str) -> None:
         for f in settings:
             field(r, f"key.{f}", where)
         number(r, "parent.test_acc", where, "accuracy")
-        for f in METRIC_FIELDS:
+        for f in METRIC_FIELDS + tuple(f for f in OPTIONAL_METRIC_FIELDS if f in field(r, "parent", where)):
             number(r, f"parent.{f}", where)
         for v in VARIANTS:
             number(r, f"models.{v}.after.test_acc", where, "accuracy")
-            for f in METRIC_FIELDS:
+            after = field(r, f"models.{v}.after", where)
+            for f in METRIC_FIELDS + tuple(f for f in OPTIONAL_METRIC_FIELDS if f in after):
                 number(r, f"models.{v}.after.{f}", where)
             for f in ("weights", "biases"):
                 number(r, f"models.{v}.ledger.{f}", where, "count")
@@ -539,8 +547,8 @@ def fig4ab(cells, meta, path):
     fold change, a ratio of two means near zero, is ill-defined.
     """
     plt = _plt()
-    height = 11.3
-    fig, axes = plt.subplots(3, 2, figsize=(11, height), sharey="row")
+    height = 3.77 * len(METRICS)
+    fig, axes = plt.subplots(len(METRICS), 2, figsize=(11, height), sharey="row")
     for col, (name, xlabel, xof) in enumerate(_panels(meta)):
         pts = _grid_points(meta, name)
         for row, f in enumerate(METRICS):
@@ -562,9 +570,8 @@ def fig4ab(cells, meta, path):
             ax.set_title(f"({'ab'[col]}) {METRIC_LABEL[f]}: {what}", fontsize=10)
             if row == len(METRICS) - 1:
                 ax.set_xlabel(xlabel)
-    axes[0, 0].set_ylabel("capacity: FPE / dense")
-    axes[1, 0].set_ylabel("cosine: FPE − dense")
-    axes[2, 0].set_ylabel("|cosine|: FPE / dense")
+    for row, f in enumerate(METRICS):
+        axes[row, 0].set_ylabel(METRIC_AXIS[f])
     _legend(axes[0, 0], [_baseline_handle("dense baseline (fold change 1, difference 0)")], loc="upper right")
     fig.suptitle("Figure 4a/b: interference metrics after phase 2, FPE against the dense baseline", fontsize=10)
     notes = _stat_lines(cells) + [
@@ -600,7 +607,7 @@ def fig4c(fits, meta, path):
     from matplotlib.lines import Line2D
 
     plt = _plt()
-    height = 12.0
+    height = 4.0 * len(METRICS)
     fig, axes = plt.subplots(len(METRICS), 1, figsize=(7, height))
     for row, f in enumerate(METRICS):
         ax = axes[row]
@@ -679,8 +686,9 @@ def _tables_a1_a2(cells, meta):
     pts = _grid_points(meta, "tables") + _grid_points(meta, "tables-alpha4")
     for field, title, paper, better in (
             ("capacity", "Table A1: total feature capacity", PAPER_TABLE_A1, "higher"),
-            ("cosine", "Table A2: mean neuron cosine similarity (signed, fpe_ref.metrics)", PAPER_TABLE_A2, "lower"),
-            ("cosine_abs", "Table A2, unsigned variant: mean |cosine|", PAPER_TABLE_A2, "lower")):
+            ("cosine_bias_abs", "Table A2: mean neuron |cosine| of [W1 | b1]", PAPER_TABLE_A2, "lower"),
+            ("cosine", "Table A2, signed variant: mean neuron cosine of W1", PAPER_TABLE_A2, "lower"),
+            ("cosine_abs", "Table A2, unsigned variant: mean neuron |cosine| of W1", PAPER_TABLE_A2, "lower")):
         for a in sorted({p[2] for p in pts}):
             ms = sorted(p[0] for p in pts if p[2] == a)
             h = pts[0][1]
@@ -708,13 +716,15 @@ def _accuracy_table(cells, meta, pts, label_of, title):
         fc = [cells.rel(m, h, a, s, "capacity") for s in SPLITS]
         fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
         fu = [cells.rel(m, h, a, s, "cosine_abs") for s in SPLITS]
+        fb = [cells.rel(m, h, a, s, "cosine_bias_abs") for s in SPLITS]
         rows.append([label_of(p), str(a), f"{n}/{cells.planned}", mean_pm(par), *[mean_pm(s) for s in accs],
                      ratio_cell(rc), p_value(rc["p"]), ratio_cell(rr), p_value(rr["p"]),
-                     *[ratio_cell(x, 2) for x in fc], *[ratio_cell(x, 2) for x in fo], *[ratio_cell(x, 2) for x in fu]])
+                     *[ratio_cell(x, 2) for x in fc], *[ratio_cell(x, 2) for x in fo], *[ratio_cell(x, 2) for x in fu],
+                     *[ratio_cell(x, 2) for x in fb]])
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
             "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random",
-            "\\|cos\\| FC clause", "\\|cos\\| FC random"]
+            "\\|cos\\| FC clause", "\\|cos\\| FC random", "\\|cos\\|+b FC clause", "\\|cos\\|+b FC random"]
     return [f"### {title}\n", table(head, rows), ""]
 
 
@@ -743,6 +753,12 @@ def markdown(cells, meta, fits, n_records) -> str:
         rows.append([name, g["paper"], f"{done}/{len(pts) * cells.planned}", f"{full}/{len(pts)}"])
     L += [table(["grid", "paper", "runs finished", "cells complete"], rows), ""]
     L.append("## Tables A1 / A2\n")
+    L.append("The paper does not say at which α its tables were made, nor how its cosine is defined. "
+             "`fpe study choices` chose, on its choosing seeds (`results/choices/README.md`), the readings that "
+             "reproduce the most rows: Table A1 is the capacity of `W1 1_S` (`fpe_ref.metrics.capacity`) **at "
+             "α = 4**, and Table A2 the mean **|cosine| of the rows of [W1 | b1]** "
+             "(`fpe_ref.metrics.mean_cosine(W1, absolute=True, b1=b1)`). Both α and the two other cosines are "
+             "printed too.\n")
     L += _tables_a1_a2(cells, meta)
     L.append("## Absolute accuracies, relative improvement and fold changes\n")
     L.append("`cos FC` is the paper's fold change of the *signed* mean cosine, FPE mean over dense mean. Both means "

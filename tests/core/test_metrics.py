@@ -32,6 +32,27 @@ def test_cosine_skips_zero_rows():
     assert np.isnan(mean_cosine(np.array([[1.0, 0.0], [0.0, 0.0]])))
 
 
+def test_cosine_with_bias_appends_each_neurons_bias_to_its_row():
+    # rows [1, 0 | 1] and [0, 1 | 1]: cos = 1 / 2; with b = (1, -1): cos = -1 / 2, |cos| = 1 / 2
+    W1 = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert mean_cosine(W1) == 0.0
+    assert mean_cosine(W1, b1=np.array([1.0, 1.0])) == pytest.approx(0.5)
+    assert mean_cosine(W1, b1=[1.0, -1.0]) == pytest.approx(-0.5)
+    assert mean_cosine(W1, absolute=True, b1=[1.0, -1.0]) == pytest.approx(0.5)
+    # a row of zero weights with a bias is a neuron: it is kept, not skipped
+    assert mean_cosine(np.array([[1.0, 0.0], [0.0, 0.0]]), b1=[0.0, 2.0]) == 0.0
+
+
+@pytest.mark.parametrize("b1,match", [
+    (np.ones(3), r"^b1 must be a 1-D array of 2 numbers \(one bias per row of W1\), got shape \(3,\) of dtype float64$"),
+    (np.ones((2, 1)), r"^b1 must be a 1-D array of 2 numbers .*got shape \(2, 1\)"),
+    ([1.0, np.nan], r"^b1 contains nan at index 1: metrics of non-finite biases are undefined$"),
+], ids=["length", "2-D", "nan"])
+def test_bad_biases_are_refused(b1, match):
+    with pytest.raises(FPEError, match=match):
+        mean_cosine(np.eye(2), b1=b1)
+
+
 def test_gram_and_interference():
     W1 = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(gram(W1), W1.T @ W1)

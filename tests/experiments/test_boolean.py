@@ -118,6 +118,26 @@ def test_cosine_abs_is_the_unsigned_mean_cosine_of_the_saved_weights():
         assert after["cosine_abs"] >= abs(after["cosine"]), v
 
 
+def _mean_abs_cosine_with_bias_by_loop(W1, b1) -> float:
+    rows = [np.append(w, b) for w, b in zip(np.asarray(W1, float), np.asarray(b1, float))]
+    rows = [r for r in rows if np.linalg.norm(r) > 0]
+    cos = [abs(rows[a] @ rows[b]) / (np.linalg.norm(rows[a]) * np.linalg.norm(rows[b]))
+           for a in range(len(rows)) for b in range(a + 1, len(rows))]
+    return float(np.mean(cos))
+
+
+def test_cosine_bias_abs_is_the_unsigned_cosine_of_weights_with_bias_of_the_saved_model():
+    r = bs.boolean_run(bs.key_for(dataclasses.replace(QUICK, trainer="numpy-v2"), 16, 4, 2, 0))
+    arrays = r["_arrays"]
+    want = _mean_abs_cosine_with_bias_by_loop(arrays["parent/W1"], arrays["parent/b1"])
+    assert r["parent"]["cosine_bias_abs"] == pytest.approx(want, rel=1e-12)
+    for v in ("dense", "clause", "random"):
+        after = r["models"][v]["after"]
+        want = _mean_abs_cosine_with_bias_by_loop(arrays[f"{v}/W1"], arrays[f"{v}/b1"])
+        assert after["cosine_bias_abs"] == pytest.approx(want, rel=1e-12), v
+        assert after["cosine_bias_abs"] != pytest.approx(after["cosine_abs"], rel=1e-6), v  # the bias counts
+
+
 @pytest.mark.parametrize("W1, signed, unsigned", [
     ([[1.0, 0.0], [-1.0, 1.0]], -1 / np.sqrt(2), 1 / np.sqrt(2)),
     ([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, 0.0]], -1 / 3, 1 / 3),  # the zero row is skipped

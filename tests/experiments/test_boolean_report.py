@@ -168,6 +168,38 @@ def test_fig4ab_draws_the_signed_cosine_as_a_difference(partial, closed, tmp_pat
     assert "fold change" in fig.axes[4].get_title()  # |cosine| keeps its fold change
 
 
+def _table(md, title):
+    """The data rows of the Markdown table under the heading ``title``, split at every ``|``."""
+    part = md.split(f"### {title}", 1)[1].split("###", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in part.splitlines()
+            if line.startswith("| ") and not line.startswith("| #")]
+
+
+def test_table_a2_leads_with_the_unsigned_cosine_of_weights_and_bias(partial):
+    out, cells, meta = partial
+    md = rp.markdown(cells, meta, rp.fig4c_fits(cells, meta), 0)
+    assert md.index("Table A2: mean neuron |cosine| of [W1 | b1]") < md.index("Table A2, signed variant")
+    rows = _table(md, "Table A2: mean neuron |cosine| of [W1 | b1]")
+    row = next(r for r in rows if r[0].startswith("12"))
+    want = rp.mean_pm(stats.mean_sd_se(cells.values(12, 4, 2, "clause", "cosine_bias_abs")))
+    assert row[3] == want + " \\" and want != "—"  # cells are "ours \| paper": clause's ours is the 4th piece
+
+
+def test_runs_recorded_before_cosine_bias_abs_still_load_and_show_a_dash(partial):
+    out, _, _ = partial
+    records, meta = rp.load_sweep(out)
+    for r in records:
+        del r["parent"]["cosine_bias_abs"]
+        for v in rp.VARIANTS:
+            del r["models"][v]["after"]["cosine_bias_abs"]
+    rp.check_records(records, meta, "old")
+    cells = rp.Cells(records, int(meta["config"]["trials"]))
+    md = rp.markdown(cells, meta, rp.fig4c_fits(cells, meta), len(records))
+    rows = _table(md, "Table A2: mean neuron |cosine| of [W1 | b1]")
+    assert rows and all(r[1].startswith("—") for r in rows)
+    assert not all(r[1].startswith("—") for r in _table(md, "Table A2, unsigned variant"))
+
+
 def test_difference_and_its_standard_error():
     d = stats.difference([1.0, 2.0, 3.0], [0.0, 0.0, 3.0])
     assert d["diff"] == pytest.approx(1.0)
@@ -227,6 +259,8 @@ def test_records_that_disagree_with_sweep_json_are_refused(partial, tmp_path):
     ("models.clause.after.test_acc", "0.9", "models.clause.after.test_acc is '0.9', not an accuracy in [0, 1]"),
     ("parent.test_acc", 1.5, "parent.test_acc is 1.5, not an accuracy in [0, 1]"),
     ("models.random.after.capacity", "big", "models.random.after.capacity is 'big', not a number"),
+    ("models.random.after.cosine_bias_abs", "x", "models.random.after.cosine_bias_abs is 'x', not a number"),
+    ("parent.cosine_bias_abs", [0.1], "parent.cosine_bias_abs is [0.1], not a number"),
     ("models.dense.ledger.biases", -1, "models.dense.ledger.biases is -1, not a non-negative integer"),
     ("key.hidden", "4", "key.hidden is '4', not a non-negative integer"),
     ("key.seed", None, "has no field key.seed"),
