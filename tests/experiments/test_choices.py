@@ -713,3 +713,28 @@ def test_metric_decision_is_provisional_until_every_table_row_has_trials():
     dec = rep.decide_metrics(rows)
     assert dec["capacity"]["rows_finished"] == 15
     assert "**chosen `" in "\n".join(rep.decisions_text({}, dec))
+
+
+def test_side_by_side_table_rows_of_tables_a1_a2_use_the_chosen_definitions():
+    """Capacity at alpha 4 and cosine at alpha 2 under the chosen definitions; ✓ only within 2 SE."""
+    def entry(cap, cos):
+        m = {"capacity": {d: 0.0 for d in ch.CAPACITY_READINGS}, "cosine": {d: 9.0 for d in ch.COSINE_READINGS}}
+        m2 = json.loads(json.dumps(m))
+        m["capacity"]["weights+bias"], m2["capacity"]["weights+bias"] = cap - 0.1, cap + 0.1
+        m["cosine"]["weights-abs"], m2["cosine"]["weights-abs"] = cos - 0.01, cos + 0.01
+        return {"metrics": [m, m2], "after": [0.5, 0.5]}
+
+    # 128 literals: the paper's dense 7.699 (A1) and 0.262 (A2); its clause split 16.87 and 0.105
+    rows = {((128, 8, a), "report", ch.DEFAULT, v): entry(7.699 if a == 4 else 0.0, 0.262 if a == 2 else 5.0)
+            for a in (2, 4) for v in ("dense", "clause", "random")}
+    defs = rep.chosen_definitions({"capacity": {"chosen": "weights+bias @ alpha 4"},
+                                   "cosine": {"chosen": "weights-abs @ alpha 2"}})
+    assert defs == {"capacity": ("weights+bias", 4), "cosine": ("weights-abs", 2)}
+    row = {ln.split(" | ")[0]: ln for ln in rep.accuracy_table(rows, "report", definitions=defs)}
+    assert row["| Table A1 128 literals, dense (`weights+bias` α4), mean"].endswith("| 7.699 ± 0.100 ✓ |")
+    assert row["| Table A1 128 literals, clause (`weights+bias` α4), mean"].endswith("| 7.699 ± 0.100 |")
+    assert row["| Table A2 128 literals, dense (`weights-abs` α2), mean"].endswith("| 0.262 ± 0.010 ✓ |")
+    assert row["| Table A2 128 literals, clause (`weights-abs` α2), mean"].endswith("| 0.262 ± 0.010 |")
+    assert row["| Table A1 12 literals, dense (`weights+bias` α4: no α4 cell, 3 clauses), mean"].endswith("| n/a |")
+    assert row["| Table A2 32 literals, dense (`weights-abs` α2), mean"].endswith("| – |")  # no finished trial
+    assert not any(ln.startswith("| Table A") for ln in rep.accuracy_table(rows, "report"))
