@@ -541,15 +541,20 @@ def report(study_dir, out_dir) -> list:
     write_json_atomic(spath, {"generated_by": provenance(), "units": len(records), "planned": plan_n,
                               "decisions": {"training": dec_t, "metrics": dec_m}, "cells": summary(rows)})
     written.append(spath)
-    fig = figure(rows, os.path.join(out_dir, "fig_choices.png"), case)
+    fig = figure(rows, os.path.join(out_dir, "fig_choices.png"), case, defs)
     if fig:
         written.append(fig)
     return written
 
 
-def figure(rows, path, case=CASE) -> str | None:
+FIGURE_READINGS = (ch.DEFAULT, ch.LITERAL["warm-up"])  # panels (c), (d): the baseline and the chosen warm-up
+
+
+def figure(rows, path, case=CASE, definitions=None) -> str | None:
     """(a) Sec. 3.1 accuracies per reading, mean ± SE and A3's best of 5, paper lines; (b) the random
-    split's accuracy at the split and after, paper's bias rule against b / alpha, per cell."""
+    split's accuracy at the split and after, paper's bias rule against b / alpha, per cell; (c) the
+    Figure 3a/3b points, relative improvement per cell; (d) the Tables A1/A2 rows under the
+    chosen metric definitions, ours / paper. Panels (c) and (d) show :data:`FIGURE_READINGS`."""
     names = _readings_present(rows, "report")
     if not names:
         return None
@@ -558,7 +563,8 @@ def figure(rows, path, case=CASE) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 6.4), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, axes = plt.subplots(2, 2, figsize=(15, 12.5), gridspec_kw={"width_ratios": [1.4, 1]})
+    (ax, bx), (cx, dx) = axes
     colors = {"dense": "0.35", "clause": "tab:blue", "random": "tab:orange"}
     x = np.arange(len(names))
     for j, v in enumerate(ch.VARIANTS):
@@ -593,9 +599,63 @@ def figure(rows, path, case=CASE) -> str | None:
     bx.set_ylabel("random-split test accuracy (%)")
     bx.set_title("(b) random split: the children's bias rule")
     bx.legend(fontsize=7)
-    fig.text(0.01, 0.01, "Error bars: one SE (mean: over seeds x trials; best of 5: over seeds). Dashed: the "
-             "paper's Sec. 3.1 numbers (A3 best of 5). † beyond the paper.", fontsize=7)
+    _figure3_panel(cx, rows)
+    _tables_panel(dx, rows, definitions or {})
+    fig.text(0.01, 0.01, "Error bars: one SE (mean: over seeds x trials; best of 5: over seeds; relative "
+             "improvement: delta method). Dashed: the paper's Sec. 3.1 numbers (A3 best of 5). † beyond the "
+             "paper. All panels: reporting seeds.", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _figure3_panel(ax, rows) -> None:
+    """(c): relative improvement of the clause and random splits at the Figure 3a/3b cells."""
+    cells = [(32, h, a) for a in (2, 4) for h in (4, 8, 12, 16)] + [(4 * c, 8, a) for a in (2, 4) for c in (16, 32)]
+    colors = {"clause": "tab:blue", "random": "tab:orange"}
+    labelled = set()
+    for j, name in enumerate(FIGURE_READINGS):
+        for k, v in enumerate(("clause", "random")):
+            off = (2 * j + k - 1.5) * 0.15
+            for i, cell in enumerate(cells):
+                e, d = rows.get((cell, "report", name, v)), rows.get((cell, "report", name, "dense"))
+                if not e or not d:
+                    continue
+                ri = relative_improvement(e["after"], d["after"])
+                ax.errorbar(i + off, ri["ratio"], yerr=ri["se"], fmt="o" if j == 0 else "D",
+                            mfc=colors[v] if j == 0 else "none", color=colors[v],
+                            label=None if (v, name) in labelled else f"{v}, `{name}`")
+                labelled.add((v, name))
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_xticks(range(len(cells)), [f"3a h{c[1]} α{c[2]}" if c[0] == 32 else f"3b C{c[0] // 4} α{c[2]}"
+                                      for c in cells], rotation=45, ha="right")
+    ax.set_ylabel("relative improvement FPE / dense (mean ratio)")
+    ax.set_title("(c) Figure 3a/3b points (the paper plots them > 1; 3b's 8 clauses is 3a's h8)")
+    ax.legend(fontsize=7)
+
+
+def _tables_panel(ax, rows, definitions: dict) -> None:
+    """(d): the Tables A1/A2 rows, ours / paper under the chosen metric definitions."""
+    colors = {"dense": "0.35", "clause": "tab:blue", "random": "tab:orange"}
+    labels, i = [], 0
+    for metric, title, paper_tab in (("capacity", "A1", PAPER_TABLE_A1), ("cosine", "A2", PAPER_TABLE_A2)):
+        if metric not in definitions:
+            continue
+        d, a = definitions[metric]
+        for lit in TABLE_LITERALS:
+            if lit // 4 < a:
+                continue
+            for v, (pv, _) in zip(("dense", "clause", "random"), paper_tab[lit]):
+                for j, name in enumerate(FIGURE_READINGS):
+                    st = table_metric(rows, (lit, 8, a), "report", name, v, metric, d)
+                    if st["n"]:
+                        ax.errorbar(i + (j - 0.5) * 0.3, st["mean"] / pv, yerr=st["se"] / pv, fmt="o" if j == 0 else "D",
+                                    color=colors[v], mfc=colors[v] if j == 0 else "none")
+                labels.append(f"{title} m{lit} {v} ({d} α{a})")
+                i += 1
+    ax.axhline(1.0, color="k", ls="--", lw=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("ours / paper (mean ± SE over trials)")
+    ax.set_title(f"(d) Tables A1/A2 under the chosen definitions; filled `{FIGURE_READINGS[0]}`, "
+                 f"open `{FIGURE_READINGS[1]}`", fontsize=9)
