@@ -466,7 +466,7 @@ def decisions_text(dec_t: dict, dec_m: dict) -> list:
     for metric, d in dec_m.items():
         best = sorted(d["scores"].items(), key=lambda kv: (-kv[1]["reproduced"], kv[1]["distance"]))[:4]
         sc = ", ".join(f"`{n}` {s['reproduced']}/{s['rows']}" for n, s in best)
-        change = (" (a change from the most literal reading: `fpe report`'s Tables A1/A2 lead with it)"
+        change = (" (a change from the most literal reading; `fpe report`'s Tables A1/A2 name it as the chosen reading)"
                   if d["chosen"] != d["literal"] else " (the most literal reading stays)")
         verdict = (f"**chosen `{d['chosen']}`**{change}" if d["rows_finished"] >= d["rows_expected"] else
                    f"leading `{d['chosen']}`, provisional: {d['rows_finished']} of the {d['rows_expected']} table "
