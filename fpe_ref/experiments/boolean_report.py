@@ -214,6 +214,11 @@ def check_pooled(records, vary, where: str) -> None:
                        + "; keep each setting in its own sweep directory")
 
 
+def _metric_fields(src: dict) -> tuple:
+    """The metric fields a record's model entry must hold numbers (or null) in."""
+    return METRIC_FIELDS + tuple(f for f in OPTIONAL_METRIC_FIELDS if f in src)
+
+
 def check_records(records, meta, where: str) -> None:
     """Every field the report reads, then that the records differ only in the grid point and the trial.
 
@@ -231,12 +236,11 @@ def check_records(records, meta, where: str) -> None:
         for f in settings:
             field(r, f"key.{f}", where)
         number(r, "parent.test_acc", where, "accuracy")
-        for f in METRIC_FIELDS + tuple(f for f in OPTIONAL_METRIC_FIELDS if f in field(r, "parent", where)):
+        for f in _metric_fields(field(r, "parent", where)):
             number(r, f"parent.{f}", where)
         for v in VARIANTS:
             number(r, f"models.{v}.after.test_acc", where, "accuracy")
-            after = field(r, f"models.{v}.after", where)
-            for f in METRIC_FIELDS + tuple(f for f in OPTIONAL_METRIC_FIELDS if f in after):
+            for f in _metric_fields(field(r, f"models.{v}.after", where)):
                 number(r, f"models.{v}.after.{f}", where)
             for f in ("weights", "biases"):
                 number(r, f"models.{v}.ledger.{f}", where, "count")
@@ -713,14 +717,10 @@ def _accuracy_table(cells, meta, pts, label_of, title):
         par = mean_sd_se(cells.values(m, h, a, "parent", "test_acc"))
         accs = [mean_sd_se(cells.values(m, h, a, v, "test_acc")) for v in VARIANTS]
         rc, rr = cells.rel(m, h, a, "clause"), cells.rel(m, h, a, "random")
-        fc = [cells.rel(m, h, a, s, "capacity") for s in SPLITS]
-        fo = [cells.rel(m, h, a, s, "cosine") for s in SPLITS]
-        fu = [cells.rel(m, h, a, s, "cosine_abs") for s in SPLITS]
-        fb = [cells.rel(m, h, a, s, "cosine_bias_abs") for s in SPLITS]
+        folds = [cells.rel(m, h, a, s, f) for f in METRICS for s in SPLITS]  # the columns' order
         rows.append([label_of(p), str(a), f"{n}/{cells.planned}", mean_pm(par), *[mean_pm(s) for s in accs],
                      ratio_cell(rc), p_value(rc["p"]), ratio_cell(rr), p_value(rr["p"]),
-                     *[ratio_cell(x, 2) for x in fc], *[ratio_cell(x, 2) for x in fo], *[ratio_cell(x, 2) for x in fu],
-                     *[ratio_cell(x, 2) for x in fb]])
+                     *[ratio_cell(x, 2) for x in folds]])
     e1, e2 = meta["config"]["dense_epochs"], meta["config"]["fpe_epochs"]
     head = ["point", "α", "trials", f"dense parent ({e1} ep.)", f"dense ({e1 + e2} ep.)", "clause", "random",
             "RI clause", "p", "RI random", "p", "cap FC clause", "cap FC random", "cos FC clause", "cos FC random",

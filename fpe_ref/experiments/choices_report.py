@@ -50,6 +50,7 @@ import numpy as np
 from fpe_ref.errors import FPEError
 from fpe_ref.experiments import choices as ch
 from fpe_ref.experiments.compare import PAPER_CASE_STUDY
+from fpe_ref.experiments.boolean import feasible
 from fpe_ref.experiments.boolean_report import PAPER_TABLE_A1, PAPER_TABLE_A2
 from fpe_ref.experiments.outputs import provenance, read_json, write_json_atomic
 from fpe_ref.experiments.runs import RunStore
@@ -60,6 +61,7 @@ COSINES = tuple(d for d in ch.COSINE_READINGS if d != "activations-abs")  # equa
 TABLE_LITERALS = (12, 32, 128)
 SE_FLOOR = 0.005  # best-of-5 SE floor in the decision rule (0.5 points)
 METRIC_LITERAL = {"capacity": "weights", "cosine": "weights"}
+K = ch.StudyConfig().k  # literals per clause of the study's cells
 
 
 # ---------------------------------------------------------------- statistics
@@ -301,8 +303,9 @@ def accuracy_table(rows, role, case=CASE, definitions=None) -> list:
             continue
         d, a = definitions[metric]
         for lit in TABLE_LITERALS:
+            no_cell = feasible(lit, K, a) is not None  # fewer clauses than alpha
             for v, (pv, psd) in zip(("dense", "clause", "random"), paper_tab[lit]):
-                if lit // 4 < a:  # fewer clauses than alpha: no such cell
+                if no_cell:
                     cells = ["n/a"] * len(names)
                 else:
                     cells = []
@@ -310,7 +313,7 @@ def accuracy_table(rows, role, case=CASE, definitions=None) -> list:
                         st = table_metric(rows, (lit, 8, a), role, n, v, metric, d)
                         cells.append(pm(st, 1.0, 3) + _mark(st["n"] > 0 and within(st["mean"], st["se"], pv))
                                      if st["n"] else "–")
-                none = f": no α{a} cell, {lit // 4} clauses" if lit // 4 < a else ""
+                none = f": no α{a} cell, {lit // K} clauses" if no_cell else ""
                 lines.append(f"| {title} {lit} literals, {v} (`{d}` α{a}{none}), mean | {pv:g} ± {psd:g} | "
                              + " | ".join(cells) + " |")
     fig_rows = [("Figure 3a", (32, h, a)) for a in (2, 4) for h in (4, 8, 12, 16)]
@@ -644,7 +647,7 @@ def _tables_panel(ax, rows, definitions: dict) -> None:
             continue
         d, a = definitions[metric]
         for lit in TABLE_LITERALS:
-            if lit // 4 < a:
+            if feasible(lit, K, a) is not None:
                 continue
             for v, (pv, _) in zip(("dense", "clause", "random"), paper_tab[lit]):
                 for j, name in enumerate(FIGURE_READINGS):
